@@ -1,0 +1,54 @@
+"""leveret: typed background tasks on RabbitMQ.
+
+Confirmed publishing, ack after completion, retries with backoff by the broker
+itself, and dead letters an operator can inspect and replay.
+"""
+
+from broker.app import App
+from broker.errors import (
+    BrokerUnavailable,
+    BulkPublishError,
+    ConfigError,
+    LeveretError,
+    NotConfirmed,
+    PayloadInvalid,
+    PayloadTooLarge,
+    Permanent,
+    PublishError,
+    Retry,
+    TaskNotFound,
+    TaskTimeout,
+    TopologyMismatch,
+    Unroutable,
+)
+from broker.middleware import Middleware, Outcome
+from broker.retry import NO_RETRY, RetryPolicy
+from broker.settings import Settings
+from broker.task import Task, TaskContext
+from broker.worker import Worker
+
+__all__ = [
+    "NO_RETRY",
+    "App",
+    "BrokerUnavailable",
+    "BulkPublishError",
+    "ConfigError",
+    "LeveretError",
+    "Middleware",
+    "NotConfirmed",
+    "Outcome",
+    "PayloadInvalid",
+    "PayloadTooLarge",
+    "Permanent",
+    "PublishError",
+    "Retry",
+    "RetryPolicy",
+    "Settings",
+    "Task",
+    "TaskContext",
+    "TaskNotFound",
+    "TaskTimeout",
+    "TopologyMismatch",
+    "Unroutable",
+    "Worker",
+]

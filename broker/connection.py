@@ -1,0 +1,149 @@
+"""One AMQP connection, (re)opened with exponential backoff and jitter.
+
+aio-pika's robust connection does not bring every consumer back (its issues #231,
+#334, #594), so this package reconnects itself: ``Connector.get()`` hands out a
+live connection, opening a new one when the last has died, and the worker
+re-subscribes its consumers on each new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractConnection
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_delay,
+    stop_never,
+    wait_exponential_jitter,
+)
+
+from broker.errors import BrokerUnavailable
+from broker.settings import Settings
+
+log = logging.getLogger("leveret.connection")
+
+#: What a lost or refused connection raises, in aio-pika, aiormq and asyncio.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    *aio_pika.exceptions.CONNECTION_EXCEPTIONS,
+    asyncio.TimeoutError,
+)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    """Refused credentials or a failed TLS handshake will not fix themselves."""
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError | ssl.SSLError):
+        return False
+    return isinstance(exc, CONNECTION_ERRORS)
+
+
+class Connector:
+    """Hands out a live connection; one connect at a time, however many callers."""
+
+    def __init__(self, settings: Settings, *, name: str = "leveret") -> None:
+        self.settings = settings
+        self.name = name
+        self._connection: AbstractConnection | None = None
+        self._lock = asyncio.Lock()
+        self.reconnects = 0
+
+    @property
+    def connection(self) -> AbstractConnection | None:
+        """The current connection if it is open, else None."""
+        conn = self._connection
+        return conn if conn is not None and not conn.is_closed else None
+
+    async def get(self, *, deadline: float | None = None) -> AbstractConnection:
+        """A live connection, connecting first if needed.
+
+        ``deadline`` (seconds) bounds the retries; None uses ``connect_deadline`` and
+        ``float('inf')`` retries for ever (a worker reconnecting after an outage).
+        """
+        conn = self.connection
+        if conn is not None:
+            return conn
+        async with self._lock:
+            conn = self.connection
+            if conn is not None:
+                return conn
+            had_one = self._connection is not None
+            self._connection = await self._connect(deadline)
+            if had_one:
+                self.reconnects += 1
+            return self._connection
+
+    async def _connect(self, deadline: float | None) -> AbstractConnection:
+        limit = self.settings.connect_deadline if deadline is None else deadline
+        masked = mask_url(self.settings.url)
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "connecting to %s failed (attempt %d: %s); retrying in %.1f s",
+                masked,
+                state.attempt_number,
+                exc,
+                state.next_action.sleep if state.next_action else 0,
+            )
+
+        retrying = AsyncRetrying(
+            stop=stop_never if limit == float("inf") else stop_after_delay(limit),
+            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await aio_pika.connect(
+                        self.settings.url,
+                        heartbeat=self.settings.heartbeat,
+                        timeout=max(5.0, self.settings.heartbeat),
+                        client_properties={"connection_name": self.name},
+                    )
+        except aiormq.exceptions.ProbableAuthenticationError:
+            raise BrokerUnavailable(
+                f"RabbitMQ at {masked} refused the credentials: check the user and "
+                "password in LEVERET_URL (or RABBITMQ_URL) and the user's vhost permissions."
+            ) from None
+        except ssl.SSLError as exc:
+            raise BrokerUnavailable(
+                f"TLS handshake with {masked} failed ({exc}): check the CA file "
+                "(?cafile=...), the host name and that the port speaks amqps."
+            ) from None
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(
+                f"could not connect to RabbitMQ at {masked} within {limit:.0f} s "
+                f"({type(exc).__name__}: {exc}). Is it running? Start one with "
+                "`rabbitmq-server -detached`, or point LEVERET_URL at one."
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        conn, self._connection = self._connection, None
+        if conn is not None and not conn.is_closed:
+            await conn.close()

@@ -1,0 +1,141 @@
+"""The wire format: one AMQP message per task, metadata in properties and headers.
+
+The body is the task's arguments as JSON. A service in any language can publish a
+task with plain AMQP: ``type`` names the task, ``message_id`` is the task id, and
+the optional ``leveret-*`` headers below carry what retries and dead letters need.
+The README documents this contract; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pamqp.commands import Basic
+
+CONTENT_TYPE = "application/json"
+PERSISTENT = 2
+
+# Set by producers (all optional for foreign publishers).
+ATTEMPT = "leveret-attempt"  # int, 1 on the first run
+ENQUEUED_AT = "leveret-enqueued-at"  # int, epoch ms of the first send, kept across retries
+PUBLISHED_AT = "leveret-published-at"  # int, epoch ms of this copy's publish
+REPLAYS = "leveret-replays"  # int, times replayed from the dead-letter queue
+# Set on retry copies.
+LAST_ERROR = "leveret-last-error"  # str, "ErrorType: message" of the previous attempt
+# Set on dead letters.
+REASON = "leveret-reason"  # str, see DeadReason
+ERROR_TYPE = "leveret-error-type"
+ERROR_MESSAGE = "leveret-error-message"
+TRACEBACK = "leveret-traceback"
+FAILED_AT = "leveret-failed-at"  # int, epoch ms
+WORKER = "leveret-worker"  # str, host:pid
+ORIGIN_QUEUE = "leveret-queue"  # str, the logical queue it came from
+PREVIOUS_ERRORS = "leveret-previous-errors"  # list[str], errors of earlier lives (replays)
+
+TRACE_HEADERS = ("traceparent", "tracestate", "sentry-trace", "baggage")
+
+#: Headers RabbitMQ adds while dead-lettering. A copy we publish must not carry them:
+#: with ``x-death`` the broker's cycle detection silently drops the copy the second
+#: time it passes a delay level.
+BROKER_HEADERS = frozenset(
+    {
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+        "x-delivery-count",
+    }
+)
+
+MAX_TRACEBACK_CHARS = 8000
+MAX_ERROR_CHARS = 2000
+MAX_PREVIOUS_ERRORS = 20
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def properties(
+    *,
+    task_name: str,
+    task_id: str,
+    priority: int,
+    headers: dict[str, Any],
+    app_id: str | None,
+) -> Basic.Properties:
+    """AMQP properties of a task message: persistent JSON, named and identified."""
+    return Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=PERSISTENT,
+        priority=priority,
+        message_id=task_id,
+        message_type=task_name,
+        timestamp=datetime.now(tz=UTC),
+        app_id=app_id,
+        headers=headers,
+    )
+
+
+def copy_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Our headers of a received message, without those RabbitMQ added."""
+    if not headers:
+        return {}
+    return {k: v for k, v in headers.items() if k not in BROKER_HEADERS}
+
+
+def header_int(headers: Mapping[str, Any] | None, name: str, default: int) -> int:
+    """An integer header, tolerating foreign publishers that send strings or nothing."""
+    if not headers:
+        return default
+    value = headers.get(name, default)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def header_opt_int(headers: Mapping[str, Any] | None, name: str) -> int | None:
+    """An integer header if present and readable, else None."""
+    value = header_int(headers, name, -1)
+    return None if value == -1 else value
+
+
+def header_str(headers: Mapping[str, Any] | None, name: str) -> str | None:
+    if not headers or name not in headers:
+        return None
+    value = headers[name]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def describe(exc: BaseException) -> str:
+    """``ErrorType: message``, bounded, for headers and logs."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text[:MAX_ERROR_CHARS]
+
+
+def error_headers(exc: BaseException, *, reason: str, worker: str, queue: str) -> dict[str, Any]:
+    """What a dead letter records about why it died."""
+    tb = "".join(traceback.format_exception(exc))
+    if len(tb) > MAX_TRACEBACK_CHARS:
+        tb = "...\n" + tb[-MAX_TRACEBACK_CHARS:]
+    return {
+        REASON: reason,
+        ERROR_TYPE: f"{type(exc).__module__}.{type(exc).__qualname__}",
+        ERROR_MESSAGE: str(exc)[:MAX_ERROR_CHARS],
+        TRACEBACK: tb,
+        FAILED_AT: now_ms(),
+        WORKER: worker,
+        ORIGIN_QUEUE: queue,
+    }

@@ -1,0 +1,220 @@
+"""Turns a task and its payload into a confirmed AMQP message, now or after a delay."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiormq
+
+from broker import delay as delays
+from broker import message
+from broker.connection import Connector
+from broker.errors import BulkPublishError, PayloadTooLarge, Unroutable
+from broker.publisher import Publisher
+from broker.settings import Settings
+from broker.task import M, Task
+from broker.topology import Names, Topology
+
+#: How many confirms ``send_many`` keeps in flight at once.
+BULK_WINDOW = 1000
+
+
+class Producer:
+    """Sends tasks: validated, size-checked, persistent, confirmed."""
+
+    def __init__(self, connector: Connector, settings: Settings, *, app_id: str | None) -> None:
+        self.settings = settings
+        self.names = Names(settings.namespace)
+        self.topology = Topology(settings)
+        self.publisher = Publisher(connector, settings)
+        self._connector = connector
+        self._app_id = app_id
+        self._declared = False
+        self._known_queues: set[str] = set()
+
+    async def ensure_core(self) -> None:
+        """Declare the shared exchanges and delay ladder once per process."""
+        if self._declared:
+            return
+        connection = await self._connector.get()
+        channel = await connection.channel()
+        try:
+            await self.topology.declare_core(await channel.get_underlay_channel())
+        finally:
+            await channel.close()
+        self._declared = True
+
+    def encode(self, task: Task[M], payload: M) -> bytes:
+        if not isinstance(payload, task.model):
+            raise TypeError(
+                f"task {task.name!r} takes a {task.model.__name__}, not a {type(payload).__name__}"
+            )
+        body: bytes = payload.__pydantic_serializer__.to_json(payload)
+        return self._checked_size(task.name, body)
+
+    def _checked_size(self, name: str, body: bytes) -> bytes:
+        if len(body) > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"task {name!r}: payload is {len(body)} bytes, over the limit of "
+                f"{self.settings.max_payload_bytes}; send a reference (a URL or a key) "
+                "instead of the data, or raise LEVERET_MAX_PAYLOAD_BYTES on every service"
+            )
+        return body
+
+    def headers(
+        self, extra: Mapping[str, Any] | None = None, *, attempt: int = 1
+    ) -> dict[str, Any]:
+        now = message.now_ms()
+        headers: dict[str, Any] = {
+            message.ATTEMPT: attempt,
+            message.ENQUEUED_AT: now,
+            message.PUBLISHED_AT: now,
+        }
+        if extra:
+            headers.update(extra)
+        return headers
+
+    async def send_body(
+        self,
+        *,
+        name: str,
+        queue: str,
+        body: bytes,
+        priority: int,
+        task_id: str | None = None,
+        delay: timedelta | float | None = None,
+        at: datetime | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> str:
+        """Publish an encoded task and wait for its confirm; return the task id."""
+        if not 0 <= priority <= self.settings.max_priority:
+            raise ValueError(f"priority must be 0..{self.settings.max_priority}, got {priority}")
+        if not self._declared:
+            await self.ensure_core()
+        task_id = task_id or uuid.uuid4().hex
+        props = message.properties(
+            task_name=name,
+            task_id=task_id,
+            priority=priority,
+            headers=headers if headers is not None else self.headers(),
+            app_id=self._app_id,
+        )
+        exchange, key = await self.route(queue, _delay_seconds(delay, at))
+        await self.publisher.publish(exchange, key, body, props)
+        return task_id
+
+    async def route(self, queue: str, delay_seconds: float) -> tuple[str, str]:
+        """Exchange and routing key for a message to ``queue`` after a delay."""
+        units = delays.to_units(delay_seconds, self.settings.delay_unit_ms)
+        if units == 0:
+            return self.names.tasks_exchange, queue
+        levels = self.settings.delay_levels
+        if units >= 2**levels:
+            raise ValueError(
+                f"a delay of {delay_seconds:.0f} s is over the longest the delay levels "
+                f"allow ({self.settings.max_delay_seconds:.0f} s)"
+            )
+        if queue not in self._known_queues:
+            await self._check_queue(queue)
+        level = delays.entry_level(units)
+        return self.names.delay_level(level), delays.routing_key(units, levels, queue)
+
+    async def _check_queue(self, queue: str) -> None:
+        """A delayed message to a missing queue would only be parked on arrival: refuse now."""
+        connection = await self._connector.get()
+        channel = await connection.channel()
+        try:
+            raw = await channel.get_underlay_channel()
+            await raw.queue_declare(self.names.work_queue(queue), passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            raise Unroutable(
+                f"queue {queue!r} does not exist: start a worker for it first, "
+                "or declare it with `leveret declare`."
+            ) from None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        self._known_queues.add(queue)
+
+    async def send(
+        self,
+        task: Task[M],
+        payload: M,
+        *,
+        priority: int | None = None,
+        delay: timedelta | float | None = None,
+        at: datetime | None = None,
+        task_id: str | None = None,
+    ) -> str:
+        return await self.send_body(
+            name=task.name,
+            queue=task.queue,
+            body=self.encode(task, payload),
+            priority=task.priority if priority is None else priority,
+            task_id=task_id,
+            delay=delay,
+            at=at,
+        )
+
+    async def send_many(
+        self,
+        task: Task[M],
+        payloads: Iterable[M],
+        *,
+        priority: int | None = None,
+        delay: timedelta | float | None = None,
+    ) -> list[str]:
+        """Send many with up to ``BULK_WINDOW`` confirms in flight; all or an error."""
+        prio = task.priority if priority is None else priority
+        bodies = [self.encode(task, p) for p in payloads]
+        ids = [uuid.uuid4().hex for _ in bodies]
+        sent: list[str] = []
+        failed: list[tuple[int, BaseException]] = []
+        for start in range(0, len(bodies), BULK_WINDOW):
+            window = range(start, min(start + BULK_WINDOW, len(bodies)))
+            results = await asyncio.gather(
+                *(
+                    self.send_body(
+                        name=task.name,
+                        queue=task.queue,
+                        body=bodies[i],
+                        priority=prio,
+                        task_id=ids[i],
+                        delay=delay,
+                    )
+                    for i in window
+                ),
+                return_exceptions=True,
+            )
+            for i, result in zip(window, results, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, Exception):
+                        raise result
+                    failed.append((i, result))
+                else:
+                    sent.append(result)
+        if failed:
+            raise BulkPublishError(sent, failed)
+        return sent
+
+    async def close(self) -> None:
+        await self.publisher.close()
+
+
+def _delay_seconds(delay: timedelta | float | None, at: datetime | None) -> float:
+    if delay is not None and at is not None:
+        raise ValueError("give either delay or at, not both")
+    if at is not None:
+        if at.tzinfo is None:
+            raise ValueError("`at` must be timezone-aware, e.g. datetime.now(UTC) + ...")
+        return max((at - datetime.now(tz=UTC)).total_seconds(), 0.0)
+    if delay is None:
+        return 0.0
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+    if seconds < 0:
+        raise ValueError(f"delay must be >= 0, got {seconds} s")
+    return seconds

@@ -1,0 +1,82 @@
+"""One place for configuration: typed, and each field also an environment variable.
+
+Every field reads ``LEVERET_<FIELD>`` (``LEVERET_URL``, ``LEVERET_NAMESPACE``, ...);
+the URL also falls back to ``RABBITMQ_URL``. Defaults are the safe ones.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+QueueType = Literal["classic", "quorum"]
+
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
+
+
+class Settings(BaseSettings):
+    """Connection, topology and runtime settings shared by producers and workers."""
+
+    model_config = SettingsConfigDict(env_prefix="LEVERET_", extra="forbid", frozen=True)
+
+    url: str = Field(
+        default=DEFAULT_URL,
+        validation_alias=AliasChoices("LEVERET_URL", "RABBITMQ_URL", "url"),
+        description="AMQP URL; amqps:// for TLS.",
+    )
+    namespace: str = Field(
+        default="leveret",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Prefix of every exchange and queue this system declares.",
+    )
+    heartbeat: int = Field(default=10, ge=0, description="Seconds; 5-20 finds a dead peer quickly.")
+    connect_deadline: float = Field(
+        default=30.0, gt=0, description="Seconds to keep retrying the first connect."
+    )
+    confirm_timeout: float = Field(
+        default=15.0, gt=0, description="Seconds to wait for one publisher confirm."
+    )
+    publish_deadline: float = Field(
+        default=30.0, gt=0, description="Seconds a send keeps retrying before it raises."
+    )
+    max_payload_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Larger bodies are refused and dead-lettered."
+    )
+    max_priority: int = Field(
+        default=10, ge=1, le=255, description="x-max-priority of classic work queues."
+    )
+    queue_type: QueueType = Field(
+        default="classic", description="Work queues not configured otherwise."
+    )
+    delay_queue_type: QueueType = Field(
+        default="classic",
+        description="The delay ladder; quorum (at-least-once dead-lettering) for clusters.",
+    )
+    delay_unit_ms: int = Field(
+        default=10, gt=0, description="TTL of delay level 0; part of the topology."
+    )
+    delay_levels: int = Field(
+        default=32, ge=1, le=40, description="Number of delay levels; part of the topology."
+    )
+    task_timeout: float = Field(
+        default=600.0, gt=0, description="Seconds a task may run unless it sets its own timeout."
+    )
+    consumer_timeout: float = Field(
+        default=1800.0,
+        gt=0,
+        description="The broker's consumer_timeout in seconds; task timeouts must fit under it.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _amqp_scheme(cls, value: str) -> str:
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must start with amqp:// or amqps://, e.g. " + DEFAULT_URL)
+        return value
+
+    @property
+    def max_delay_seconds(self) -> float:
+        """The longest delay the ladder can express."""
+        return float((2**self.delay_levels - 1) * self.delay_unit_ms / 1000)

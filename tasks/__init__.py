@@ -1,0 +1,1 @@
+"""This repository's own task catalogue: contracts, handlers and the demo workload."""

@@ -1,0 +1,36 @@
+"""Handlers of the demo tasks, run by ``leveret worker tasks.handlers:app``.
+
+They stand in for real work with a short sleep. When ``DEMO_LEDGER`` names a file,
+each completed task appends a line to it, so the demo can count what was done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from broker import App, TaskContext
+from tasks.contracts import Receipt, Thumbnail, make_thumbnail, send_receipt
+
+app = App(app_id="demo")
+
+
+def _record(ctx: TaskContext, priority: int) -> None:
+    path = os.environ.get("DEMO_LEDGER")
+    if path:
+        # One short O_APPEND write per line: lines from several processes never interleave.
+        with open(path, "a", encoding="utf-8") as ledger:
+            ledger.write(f"{ctx.task_id} {ctx.name} {priority} {int(ctx.redelivered)}\n")
+
+
+@app.handle(send_receipt)
+async def deliver_receipt(receipt: Receipt, ctx: TaskContext) -> None:
+    await asyncio.sleep(0.002)  # an SMTP call
+    _record(ctx, int(receipt.note or 0))
+
+
+@app.handle(make_thumbnail)
+def render_thumbnail(thumb: Thumbnail, ctx: TaskContext) -> None:
+    time.sleep(0.001)  # CPU-bound work runs in the worker's thread pool
+    _record(ctx, thumb.width % 10)

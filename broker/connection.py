@@ -111,7 +111,7 @@ class Connector:
 
         retrying = AsyncRetrying(
             stop=stop_never if limit == float("inf") else stop_after_delay(limit),
-            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5),
             retry=retry_if_exception(_is_retryable),
             before_sleep=before_sleep,
             reraise=True,

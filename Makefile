@@ -1,0 +1,49 @@
+# Every target creates the virtual environment it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-quick test-faults lint format bench bench-quick clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the project and its dev tools
+
+demo: $(STAMP) ## run the demo workload: 2 workers, a producer, a summary
+	$(BIN)/python -m tasks.demo
+
+test: $(STAMP) ## the whole suite against a real RabbitMQ (what CI runs)
+	$(BIN)/pytest
+
+test-quick: $(STAMP) ## the suite without the slow fault tests
+	$(BIN)/pytest -m "not slow"
+
+test-faults: $(STAMP) ## the fault suite at full size, with its table
+	LEVERET_FAULTS_FULL=1 $(BIN)/pytest tests/faults -m slow -s
+
+lint: $(STAMP) ## ruff and mypy (strict)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP) ## benchmarks beside a raw aio-pika baseline (< 5 min)
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP) ## the benchmarks, small (< 1 min)
+	$(BIN)/python -m bench --quick
+
+clean: ## remove the environment and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,46 @@
+"""The ``leveret`` command line: one subcommand per module in this package."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from broker.cli import tasks, worker
+from broker.cli.common import console
+from broker.errors import LeveretError
+
+COMMANDS = (worker, tasks)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="leveret",
+        description="Typed background tasks on RabbitMQ. Every flag is also an environment "
+        "variable: --concurrency is LEVERET_CONCURRENCY.",
+    )
+    root.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(commands)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        code: int = args.run(args)
+    except LeveretError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

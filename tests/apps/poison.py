@@ -1,0 +1,30 @@
+"""A worker app whose ``poison`` task kills its own process: a crash loop to be stopped.
+
+Quorum queue ``poison`` with delivery limit 2. ``TEST_LEDGER`` records each run.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel
+
+from broker import App, Task, TaskContext
+
+
+class Dose(BaseModel):
+    lethal: bool
+
+
+dose = Task("poison.dose", Dose, queue="poison")
+
+app = App(app_id="poison-tests")
+app.queue("poison", type="quorum", delivery_limit=2)
+
+
+@app.handle(dose)
+def take(payload: Dose, ctx: TaskContext) -> None:
+    with open(os.environ["TEST_LEDGER"], "a", encoding="utf-8") as ledger:
+        ledger.write(f"{ctx.task_id} {int(payload.lethal)} {ctx.delivery_count}\n")
+    if payload.lethal:
+        os._exit(3)  # like an OOM kill: no exception, no cleanup

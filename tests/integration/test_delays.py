@@ -1,0 +1,80 @@
+"""Delayed sends: any delay, never early, and a short delay never waits behind a long one."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel
+
+from broker import App, Task, Worker
+from tests.helpers import running, wait_for
+
+
+class Tick(BaseModel):
+    n: int
+    due: float  # epoch seconds: when the message may arrive at the earliest
+
+
+async def test_two_thousand_random_delays_arrive_none_early(make_app) -> None:  # type: ignore[no-untyped-def]
+    app: App = make_app()
+    tick = Task("tick", Tick, queue="ticks")
+    arrivals: dict[int, float] = {}
+
+    @app.handle(tick)
+    async def handle(t: Tick) -> None:
+        arrivals[t.n] = time.time() - t.due  # lateness; negative would be early
+
+    rng = random.Random(7)
+    delays = [rng.uniform(0, 10) for _ in range(2000)]
+    async with running(Worker(app, concurrency=64)):
+        for start in range(0, len(delays), 200):
+            await asyncio.gather(
+                *(
+                    app.send(tick, Tick(n=i, due=time.time() + d), delay=d)
+                    for i, d in enumerate(delays[start : start + 200], start)
+                )
+            )
+        await wait_for(lambda: len(arrivals) == len(delays), timeout=40)
+
+    lateness = sorted(arrivals.values())
+    assert lateness[0] >= 0, f"a message arrived {-lateness[0]:.3f} s early"
+    assert lateness[len(lateness) // 2] < 1.0, "median lateness stays small"
+    assert lateness[-1] < 5.0, "nothing is held behind a longer delay"
+
+
+async def test_a_short_delay_overtakes_a_long_one(make_app) -> None:  # type: ignore[no-untyped-def]
+    app: App = make_app()
+    tick = Task("tick", Tick, queue="overtake")
+    order: list[int] = []
+
+    @app.handle(tick)
+    async def handle(t: Tick) -> None:
+        order.append(t.n)
+
+    async with running(Worker(app)):
+        await app.send(tick, Tick(n=1, due=0), delay=timedelta(seconds=3))
+        await app.send(tick, Tick(n=2, due=0), delay=0.3)
+        await app.send(tick, Tick(n=3, due=0), at=datetime.now(UTC) + timedelta(seconds=1))
+        await wait_for(lambda: len(order) == 3, timeout=15)
+    assert order == [2, 3, 1]
+
+
+async def test_delays_beyond_the_ladder_and_naive_times_are_refused(make_app) -> None:  # type: ignore[no-untyped-def]
+    app: App = make_app(delay_levels=10)
+    tick = app.add(Task("tick", Tick, queue="refused"))
+    await app.declare()
+    try:
+        await app.send(tick, Tick(n=0, due=0), delay=timedelta(days=1))
+    except ValueError as exc:
+        assert "longest the delay levels allow" in str(exc)
+    else:
+        raise AssertionError("a delay beyond the ladder must be refused")
+    try:
+        await app.send(tick, Tick(n=0, due=0), at=datetime.now() + timedelta(seconds=1))
+    except ValueError as exc:
+        assert "timezone-aware" in str(exc)
+    else:
+        raise AssertionError("a naive datetime must be refused")

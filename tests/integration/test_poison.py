@@ -1,0 +1,57 @@
+"""A task that kills its worker every time is stopped by the quorum delivery limit."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from broker import App
+from broker.topology import Names
+from tests.apps.poison import Dose, dose
+from tests.apps.poison import app as poison_app
+from tests.helpers import wait_for
+
+
+async def test_crash_loop_ends_in_dead_letters_after_the_limit(  # type: ignore[no-untyped-def]
+    make_app, spawn_worker, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger"
+    ledger.touch()
+    app: App = make_app()
+    app.queue("poison", type="quorum", delivery_limit=poison_app.queues["poison"].delivery_limit)
+    app.add(dose)
+    await app.declare()
+    lethal = await app.send(dose, Dose(lethal=True))
+
+    env = {"TEST_LEDGER": str(ledger)}
+    connection = await app.connector.get()
+    channel = await connection.channel()
+    names = Names(app.settings.namespace)
+    dlq = await channel.declare_queue(names.dead_queue("poison"), passive=True)
+
+    crashes = 0
+    while True:
+        dlq = await channel.declare_queue(names.dead_queue("poison"), passive=True)
+        if dlq.declaration_result.message_count == 1:
+            break
+        assert crashes < 6, "the delivery limit must stop the crash loop"
+        worker = spawn_worker("tests.apps.poison:app", "--concurrency", "1", env=env)
+        code = await asyncio.to_thread(worker.wait, 60)
+        assert code == 3
+        crashes += 1
+        await asyncio.sleep(0.5)
+
+    runs = [line.split() for line in ledger.read_text().splitlines()]
+    assert [r[0] for r in runs] == [lethal] * 3, "limit 2 allows limit + 1 deliveries"
+    assert crashes == 3
+
+    # The worker is healthy again for everything else.
+    healthy = await app.send(dose, Dose(lethal=False))
+    spawn_worker("tests.apps.poison:app", env=env)
+    await wait_for(lambda: healthy in ledger.read_text(), timeout=30)
+
+    message = await dlq.get(timeout=5)
+    assert message is not None and message.message_id == lethal
+    deaths = message.headers["x-death"]
+    assert deaths[0]["reason"] in ("delivery_limit", "rejected")  # type: ignore[index]
+    await message.ack()

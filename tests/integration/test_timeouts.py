@@ -1,0 +1,77 @@
+"""A task past its timeout counts as a failed attempt; start-up refuses impossible timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aio_pika
+import pytest
+from pydantic import BaseModel
+
+from broker import NO_RETRY, App, ConfigError, Task, Worker
+from broker import message as wire
+from tests.helpers import running
+
+
+class Nap(BaseModel):
+    seconds: float
+
+
+async def first_dead_letter(app: App, queue: str) -> aio_pika.IncomingMessage:
+    connection = await app.connector.get()
+    channel = await connection.channel()
+    dlq = await channel.declare_queue(app.producer.names.dead_queue(queue), passive=True)
+    async with dlq.iterator() as messages:
+        async for msg in messages:
+            await msg.ack()
+            return msg
+    raise AssertionError("unreachable")
+
+
+async def test_async_and_sync_handlers_time_out(make_app) -> None:  # type: ignore[no-untyped-def]
+    app: App = make_app()
+    finished: list[str] = []
+
+    @app.task(name="nap.async", queue="naps", timeout=0.3, retry=NO_RETRY)
+    async def nap_async(nap: Nap) -> None:
+        await asyncio.sleep(nap.seconds)
+        finished.append("async")
+
+    @app.task(name="nap.sync", queue="naps", timeout=0.3, retry=NO_RETRY)
+    def nap_sync(nap: Nap) -> None:
+        time.sleep(nap.seconds)
+        finished.append("sync")
+
+    async with running(Worker(app)):
+        started = time.monotonic()
+        await app.send(nap_async, Nap(seconds=5))
+        first = await first_dead_letter(app, "naps")
+        await app.send(nap_sync, Nap(seconds=1.5))
+        second = await first_dead_letter(app, "naps")
+        elapsed = time.monotonic() - started
+
+    for dead, name in ((first, "nap.async"), (second, "nap.sync")):
+        assert dead.type == name
+        assert dead.headers[wire.ERROR_TYPE] == "broker.errors.TaskTimeout"
+        assert dead.headers[wire.REASON] == "exhausted"
+        assert "timeout of 0.3 s" in str(dead.headers[wire.ERROR_MESSAGE])
+    assert "abandoned" in str(second.headers[wire.ERROR_MESSAGE])
+    assert "async" not in finished, "the async handler was cancelled"
+    assert elapsed < 5
+
+
+def test_a_timeout_over_the_brokers_consumer_timeout_is_refused() -> None:
+    app = App(consumer_timeout=60)
+
+    @app.task(name="too.long", queue="long", timeout=120)
+    async def too_long(nap: Nap) -> None: ...
+
+    with pytest.raises(ConfigError, match="consumer_timeout"):
+        Worker(app)
+
+    async def nap(nap: Nap) -> None: ...
+
+    fits = App(consumer_timeout=60, task_timeout=30)
+    fits.handle(Task("fits", Nap, queue="long"))(nap)
+    Worker(fits)  # the default task timeout fits under it

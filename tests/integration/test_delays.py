@@ -7,6 +7,7 @@ import random
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from pydantic import BaseModel
 
 from broker import App, Task, Worker
@@ -66,15 +67,8 @@ async def test_delays_beyond_the_ladder_and_naive_times_are_refused(make_app) ->
     app: App = make_app(delay_levels=10)
     tick = app.add(Task("tick", Tick, queue="refused"))
     await app.declare()
-    try:
+    with pytest.raises(ValueError, match="longest the delay levels allow"):
         await app.send(tick, Tick(n=0, due=0), delay=timedelta(days=1))
-    except ValueError as exc:
-        assert "longest the delay levels allow" in str(exc)
-    else:
-        raise AssertionError("a delay beyond the ladder must be refused")
-    try:
-        await app.send(tick, Tick(n=0, due=0), at=datetime.now() + timedelta(seconds=1))
-    except ValueError as exc:
-        assert "timezone-aware" in str(exc)
-    else:
-        raise AssertionError("a naive datetime must be refused")
+    naive = datetime.now() + timedelta(seconds=1)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await app.send(tick, Tick(n=0, due=0), at=naive)

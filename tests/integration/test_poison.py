@@ -51,7 +51,8 @@ async def test_crash_loop_ends_in_dead_letters_after_the_limit(  # type: ignore[
     await wait_for(lambda: healthy in ledger.read_text(), timeout=30)
 
     message = await dlq.get(timeout=5)
-    assert message is not None and message.message_id == lethal
+    assert message is not None
+    assert message.message_id == lethal
     deaths = message.headers["x-death"]
     assert deaths[0]["reason"] in ("delivery_limit", "rejected")  # type: ignore[index]
     await message.ack()

@@ -211,14 +211,19 @@ class App:
     # -- lifecycle ----------------------------------------------------------------
 
     async def declare(self, queues: Iterable[str] | None = None) -> list[str]:
-        """Declare the shared topology and the given (default: all known) work queues."""
+        """Declare the shared topology and the given (default: all known) work queues.
+
+        Always declares, even if this process did before: a broker that lost its data
+        (a new node, a deleted queue) gets everything back.
+        """
         producer = self.producer
-        await producer.ensure_core()
         names = list(queues) if queues is not None else sorted(self.queues)
         connection = await self.connector.get()
         channel = await connection.channel()
         try:
             raw = await channel.get_underlay_channel()
+            await producer.topology.declare_core(raw)
+            producer.core_declared()
             for name in names:
                 await producer.topology.declare_queue(raw, self.queue_spec(name))
         finally:

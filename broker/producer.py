@@ -48,6 +48,10 @@ class Producer:
             await channel.close()
         self._declared = True
 
+    def core_declared(self) -> None:
+        """Someone else declared the shared topology on this process's connection."""
+        self._declared = True
+
     def encode(self, task: Task[M], payload: M) -> bytes:
         if not isinstance(payload, task.model):
             raise TypeError(

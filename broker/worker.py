@@ -122,8 +122,11 @@ class Worker:
         self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="leveret-task")
         self._producer._known_queues.update(self.queues)
         first = True
+        pause = 0.0
         try:
             while not self._stop.is_set():
+                if pause:
+                    await self._interruptible(asyncio.sleep(pause))
                 try:
                     deadline = None if first else float("inf")
                     connection = await self._interruptible(
@@ -141,13 +144,16 @@ class Worker:
                             ", ".join(self.queues),
                             self.concurrency,
                         )
-                    first = False
+                    first, pause = False, 0.0
                     await self._watch(connection)
                 except BrokerUnavailable:
                     if first:
                         raise
                 except CONNECTION_ERRORS as exc:
-                    log.warning("connection to RabbitMQ lost (%s); reconnecting", exc)
+                    # Back off when the broker keeps refusing (e.g. a queue cannot be
+                    # declared), so a persistent error is not retried in a hot loop.
+                    pause = min(max(pause * 2, 0.1), 5.0)
+                    log.warning("lost RabbitMQ (%s); reconnecting in %.1f s", exc, pause)
                 finally:
                     self._connected = False
                 if not self._stop.is_set():
@@ -155,7 +161,7 @@ class Worker:
         finally:
             await self._shutdown()
 
-    async def _interruptible(self, coro: Any) -> AbstractConnection | None:
+    async def _interruptible(self, coro: Any) -> Any:
         """Await ``coro`` unless a stop is requested first (then None)."""
         task = asyncio.ensure_future(coro)
         stop = asyncio.ensure_future(self._stop.wait())
@@ -164,7 +170,7 @@ class Worker:
         finally:
             stop.cancel()
         if task.done():
-            return task.result()  # type: ignore[no-any-return]
+            return task.result()
         task.cancel()
         return None
 

@@ -154,7 +154,7 @@ async def run(total: int, workers: int) -> int:
         console.print(f"[bold red]{exc}[/]")
         return 1
     namespace = f"demo-{uuid.uuid4().hex[:6]}"
-    console.print(f"RabbitMQ: {mask_url(found.url)} ({found.how}); namespace [bold]{namespace}[/]")
+    console.print(f"RabbitMQ {mask_url(found.url)} ({found.how}), namespace {namespace}")
     app = App(url=found.url, namespace=namespace, app_id="demo-producer")
     for task in ALL:
         app.add(task)
@@ -194,6 +194,7 @@ def summarize(
     table.add_row("done", f"{len(ids):,}")
     table.add_row("lost", f"{total - len(ids):,}")
     table.add_row("run twice", f"{sum(1 for c in ids.values() if c > 1):,}")
+    table.add_row("done after a retry", f"{sum(1 for r in rows if int(r[4]) > 1):,}")
     table.add_row("publish rate", f"{total / send_time:,.0f} tasks/s")
     table.add_row("end-to-end rate", f"{len(ids) / total_time:,.0f} tasks/s")
     table.add_row("workers' exit codes (SIGTERM)", " ".join(map(str, codes)))

@@ -10,7 +10,7 @@ import asyncio
 import os
 import time
 
-from broker import App, TaskContext
+from broker import App, RetryPolicy, TaskContext
 from tasks.contracts import Receipt, Thumbnail, make_thumbnail, send_receipt
 
 app = App(app_id="demo")
@@ -21,7 +21,8 @@ def _record(ctx: TaskContext, priority: int) -> None:
     if path:
         # One short O_APPEND write per line: lines from several processes never interleave.
         with open(path, "a", encoding="utf-8") as ledger:
-            ledger.write(f"{ctx.task_id} {ctx.name} {priority} {int(ctx.redelivered)}\n")
+            line = f"{ctx.task_id} {ctx.name} {priority} {int(ctx.redelivered)} {ctx.attempt}\n"
+            ledger.write(line)
 
 
 @app.handle(send_receipt)
@@ -30,7 +31,13 @@ async def deliver_receipt(receipt: Receipt, ctx: TaskContext) -> None:
     _record(ctx, int(receipt.note or 0))
 
 
-@app.handle(make_thumbnail)
+class StorageBusy(Exception):
+    """The image store asked us to come back later."""
+
+
+@app.handle(make_thumbnail, retry=RetryPolicy(max_attempts=5, base=0.5), timeout=10)
 def render_thumbnail(thumb: Thumbnail, ctx: TaskContext) -> None:
     time.sleep(0.001)  # CPU-bound work runs in the worker's thread pool
+    if ctx.attempt == 1 and int(thumb.image_id[:4], 16) % 20 == 0:
+        raise StorageBusy("image store busy")  # one in twenty, retried by the broker
     _record(ctx, thumb.width % 10)

@@ -168,6 +168,23 @@ class Topology:
         )
         await channel.queue_bind(dead, n.dead_exchange, routing_key=spec.name)
 
+    async def delete(self, channel: AbstractChannel, queues: list[str]) -> None:
+        """Remove everything declared under this namespace, messages included.
+
+        For tests, demos and retiring a namespace after a migration; never needed in
+        normal operation.
+        """
+        n = self.names
+        for queue in queues:
+            await channel.queue_delete(n.work_queue(queue))
+            await channel.queue_delete(n.dead_queue(queue))
+        for level in range(self.settings.delay_levels):
+            await channel.queue_delete(n.delay_level(level))
+            await channel.exchange_delete(n.delay_level(level))
+        await channel.queue_delete(n.unroutable)
+        for exchange in (n.tasks_exchange, n.delivery_exchange, n.dead_exchange, n.unroutable):
+            await channel.exchange_delete(exchange)
+
 
 async def _exchange(
     channel: AbstractChannel, name: str, kind: str, arguments: dict[str, Any] | None = None

@@ -31,7 +31,7 @@ from rich.table import Table
 from broker import App, BrokerUnavailable
 from broker.connection import mask_url
 from broker.locate import find_broker
-from broker.topology import Names
+from broker.topology import Topology
 from tasks.contracts import ALL, LineItem, Receipt, Thumbnail, make_thumbnail, send_receipt
 
 console = Console()
@@ -127,24 +127,10 @@ async def produce(app: App, total: int, ledger: Path) -> tuple[float, float, Cou
 
 
 async def cleanup(url: str, app: App) -> None:
-    names = Names(app.settings.namespace)
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await (await connection.channel()).get_underlay_channel()
-        for queue in app.queues:
-            await channel.queue_delete(names.work_queue(queue))
-            await channel.queue_delete(names.dead_queue(queue))
-        for level in range(app.settings.delay_levels):
-            await channel.queue_delete(names.delay_level(level))
-            await channel.exchange_delete(names.delay_level(level))
-        await channel.queue_delete(names.unroutable)
-        for exchange in (
-            names.tasks_exchange,
-            names.delivery_exchange,
-            names.dead_exchange,
-            names.unroutable,
-        ):
-            await channel.exchange_delete(exchange)
+        await Topology(app.settings).delete(channel, sorted(app.queues))
 
 
 async def run(total: int, workers: int) -> int:

@@ -16,7 +16,7 @@ import pytest
 
 from broker import App, Settings
 from broker.locate import Found, find_broker
-from broker.topology import Names
+from broker.topology import Topology
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,27 +41,10 @@ def namespace() -> str:
 
 async def delete_namespace(url: str, settings: Settings, queues: list[str]) -> None:
     """Remove everything a test declared under its namespace."""
-    names = Names(settings.namespace)
     connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        raw = await channel.get_underlay_channel()
-        for queue in queues:
-            await raw.queue_delete(names.work_queue(queue))
-            await raw.queue_delete(names.dead_queue(queue))
-        for level in range(settings.delay_levels):
-            await raw.queue_delete(names.delay_level(level))
-            await raw.exchange_delete(names.delay_level(level))
-        await raw.queue_delete(names.unroutable)
-        for exchange in (
-            names.tasks_exchange,
-            names.delivery_exchange,
-            names.dead_exchange,
-            names.unroutable,
-        ):
-            await raw.exchange_delete(exchange)
-    finally:
-        await connection.close()
+    async with connection:
+        channel = await (await connection.channel()).get_underlay_channel()
+        await Topology(settings).delete(channel, queues)
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from broker import Worker
+import aio_pika
+
+from broker import App, Worker
 
 
 async def wait_for(
@@ -32,3 +34,18 @@ async def running(worker: Worker) -> AsyncIterator[Worker]:
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, timeout=worker.shutdown_timeout + 10)
+
+
+async def dead_letters(app: App, queue: str, count: int) -> list[aio_pika.IncomingMessage]:
+    """Take ``count`` messages off a queue's dead-letter queue (waiting for them)."""
+    connection = await app.connector.get()
+    channel = await connection.channel()
+    dlq = await channel.declare_queue(app.producer.names.dead_queue(queue), passive=True)
+    found: list[aio_pika.IncomingMessage] = []
+    async with dlq.iterator() as messages:
+        async for msg in messages:
+            found.append(msg)
+            await msg.ack()
+            if len(found) == count:
+                break
+    return found

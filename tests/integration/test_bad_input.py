@@ -9,25 +9,11 @@ from pydantic import BaseModel, Field
 
 from broker import App, Task, Worker
 from broker import message as wire
-from tests.helpers import running, wait_for
+from tests.helpers import dead_letters, running, wait_for
 
 
 class Greeting(BaseModel):
     name: str = Field(min_length=1)
-
-
-async def read_dead_letters(app: App, queue: str, count: int) -> list[aio_pika.IncomingMessage]:
-    connection = await app.connector.get()
-    channel = await connection.channel()
-    dlq = await channel.declare_queue(app.producer.names.dead_queue(queue), passive=True)
-    found: list[aio_pika.IncomingMessage] = []
-    async with dlq.iterator() as messages:
-        async for msg in messages:
-            found.append(msg)
-            await msg.ack()
-            if len(found) == count:
-                break
-    return found
 
 
 async def test_each_kind_of_bad_message_is_dead_lettered_with_its_reason(  # type: ignore[no-untyped-def]
@@ -58,7 +44,7 @@ async def test_each_kind_of_bad_message_is_dead_lettered_with_its_reason(  # typ
             )
             await app.send(greet, Greeting(name=f"after-{i}"))
         await wait_for(lambda: len(greeted) == 8)
-        dead = await read_dead_letters(app, "greetings", 4)
+        dead = await dead_letters(app, "greetings", 4)
 
     reasons = {m.message_id: m.headers[wire.REASON] for m in dead}
     assert reasons == {

@@ -5,31 +5,16 @@ from __future__ import annotations
 import itertools
 import time
 
-import aio_pika
 import pytest
 from pydantic import BaseModel
 
 from broker import App, Permanent, Retry, RetryPolicy, TaskContext, Worker
 from broker import message as wire
-from tests.helpers import running, wait_for
+from tests.helpers import dead_letters, running, wait_for
 
 
 class Work(BaseModel):
     fail_times: int = 0
-
-
-async def dead_letters(app: App, queue: str, count: int) -> list[aio_pika.IncomingMessage]:
-    connection = await app.connector.get()
-    channel = await connection.channel()
-    dlq = await channel.declare_queue(app.producer.names.dead_queue(queue), passive=True)
-    found: list[aio_pika.IncomingMessage] = []
-    async with dlq.iterator() as messages:
-        async for msg in messages:
-            found.append(msg)
-            await msg.ack()
-            if len(found) == count:
-                break
-    return found
 
 
 async def test_fails_four_times_then_succeeds_with_backoff_gaps(make_app) -> None:  # type: ignore[no-untyped-def]

@@ -5,28 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aio_pika
 import pytest
 from pydantic import BaseModel
 
 from broker import NO_RETRY, App, ConfigError, Task, Worker
 from broker import message as wire
-from tests.helpers import running
+from tests.helpers import dead_letters, running
 
 
 class Nap(BaseModel):
     seconds: float
-
-
-async def first_dead_letter(app: App, queue: str) -> aio_pika.IncomingMessage:
-    connection = await app.connector.get()
-    channel = await connection.channel()
-    dlq = await channel.declare_queue(app.producer.names.dead_queue(queue), passive=True)
-    async with dlq.iterator() as messages:
-        async for msg in messages:
-            await msg.ack()
-            return msg
-    raise AssertionError("unreachable")
 
 
 async def test_async_and_sync_handlers_time_out(make_app) -> None:  # type: ignore[no-untyped-def]
@@ -46,9 +34,9 @@ async def test_async_and_sync_handlers_time_out(make_app) -> None:  # type: igno
     async with running(Worker(app)):
         started = time.monotonic()
         await app.send(nap_async, Nap(seconds=5))
-        first = await first_dead_letter(app, "naps")
+        [first] = await dead_letters(app, "naps", 1)
         await app.send(nap_sync, Nap(seconds=1.5))
-        second = await first_dead_letter(app, "naps")
+        [second] = await dead_letters(app, "naps", 1)
         elapsed = time.monotonic() - started
 
     for dead, name in ((first, "nap.async"), (second, "nap.sync")):

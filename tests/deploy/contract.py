@@ -36,8 +36,15 @@ HEALTH_PATHS = (LIVENESS_PATH, READINESS_PATH, METRICS_PATH)
 # Worker flags and commands the deployment uses that the CLI on this branch may not
 # have yet. Once the parser has them, the parser's own definition is what is checked.
 DOCUMENTED_WORKER_FLAGS = frozenset(
-    {"queues", "concurrency", "shutdown_timeout", "health_port", "processes", "log_format",
-     "sentry_dsn"}
+    {
+        "queues",
+        "concurrency",
+        "shutdown_timeout",
+        "health_port",
+        "processes",
+        "log_format",
+        "sentry_dsn",
+    }
 )
 DOCUMENTED_COMMANDS = frozenset({"worker", "send", "declare", "schema", "check", "dlq"})
 
@@ -122,8 +129,8 @@ def _metrics_of(module: ModuleType) -> dict[str, Metric]:
     found: dict[str, Metric] = {}
 
     def add_wrapper(metric: MetricWrapperBase) -> None:
-        name, kind = metric._name, metric._type  # noqa: SLF001
-        found[name] = Metric(name, kind, frozenset(metric._labelnames))  # noqa: SLF001
+        name, kind = metric._name, metric._type
+        found[name] = Metric(name, kind, frozenset(metric._labelnames))
 
     def add_registry(registry: CollectorRegistry) -> None:
         for family in registry.collect():
@@ -180,8 +187,8 @@ def cli_parser() -> argparse.ArgumentParser:
 
 
 def subcommands(root: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in root._actions:  # noqa: SLF001
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+    for action in root._actions:
+        if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
     return {}
 
@@ -189,7 +196,7 @@ def subcommands(root: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPar
 def worker_flags() -> frozenset[str]:
     """Destinations of `leveret worker`'s options (``shutdown_timeout``, ...)."""
     worker = subcommands(cli_parser())["worker"]
-    return frozenset(a.dest for a in worker._actions if a.option_strings)  # noqa: SLF001
+    return frozenset(a.dest for a in worker._actions if a.option_strings)
 
 
 def known_worker_flags() -> frozenset[str]:
@@ -212,7 +219,9 @@ def parse_command(argv: list[str]) -> argparse.Namespace | None:
     try:
         return cli_parser().parse_args(argv)
     except SystemExit as exc:
-        raise AssertionError(f"`leveret {' '.join(argv)}` does not parse (exit {exc.code})")
+        raise AssertionError(
+            f"`leveret {' '.join(argv)}` does not parse (exit {exc.code})"
+        ) from None
 
 
 def health_paths() -> tuple[str, ...]:
@@ -226,4 +235,3 @@ def health_paths() -> tuple[str, ...]:
         if isinstance(node, ast.Constant) and isinstance(node.value, str)
     }
     return tuple(p for p in HEALTH_PATHS if p in literals)
-

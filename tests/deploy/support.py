@@ -134,6 +134,13 @@ def secret_refs(pod_spec: Doc) -> Iterator[tuple[str, str, bool]]:
                 yield ref["name"], ref["key"], bool(ref.get("optional", False))
 
 
+def permission_of(docs: list[Doc], user: str) -> Doc:
+    """The Permission (Messaging Topology Operator) granted to a User resource."""
+    found = [p for p in of_kind(docs, "Permission") if p["spec"]["userReference"]["name"] == user]
+    assert len(found) == 1, f"expected one Permission for {user}, found {len(found)}"
+    return found[0]
+
+
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
@@ -147,7 +154,9 @@ def validate_core(doc: Doc, version: str) -> None:
         kv.validate(doc, version, strict=True)
     except kv.ValidationError as exc:
         where = ".".join(str(p) for p in exc.path)
-        raise AssertionError(f"{kv.kn(doc)} against Kubernetes {version}: {where}: {exc.message}")
+        raise AssertionError(
+            f"{kv.kn(doc)} against Kubernetes {version}: {where}: {exc.message}"
+        ) from None
 
 
 def validate(doc: Doc) -> None:

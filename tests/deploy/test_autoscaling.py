@@ -6,7 +6,15 @@ from urllib.parse import urlsplit
 
 from broker.cli.common import load_app
 from broker.topology import Names
-from tests.deploy.support import Doc, environment, of_kind, one, overlay, workers
+from tests.deploy.support import (
+    Doc,
+    environment,
+    of_kind,
+    one,
+    overlay,
+    permission_of,
+    workers,
+)
 
 
 def group_env(docs: list[Doc], deployment: Doc) -> dict[str, str | None]:
@@ -59,14 +67,13 @@ def test_keda_reads_the_management_api_of_our_cluster_with_its_own_user() -> Non
     keda_user = one(docs, "User", "leveret-keda")
     secret = keda_user["spec"]["importCredentialsSecret"]["name"]
     assert {"management", "monitoring"} & set(keda_user["spec"]["tags"])
-    permission = next(
-        p for p in of_kind(docs, "Permission") if p["spec"]["userReference"]["name"] == "leveret-keda"
-    )
+    permission = permission_of(docs, "leveret-keda")
     assert permission["spec"]["vhost"] == vhost
     for scaled in of_kind(docs, "ScaledObject"):
         for trigger in scaled["spec"]["triggers"]:
             host = urlsplit(trigger["metadata"]["host"])
-            assert host.scheme == "http" and host.port == 15672
+            assert host.scheme == "http"
+            assert host.port == 15672
             assert host.hostname == f"{cluster}.{namespace}.svc"
             assert host.path == f"/{vhost}"
             assert host.username is None, "credentials come from the TriggerAuthentication"
@@ -77,8 +84,11 @@ def test_keda_reads_the_management_api_of_our_cluster_with_its_own_user() -> Non
 
 def test_hpa_alternative_covers_every_group() -> None:
     docs = overlay("prod-hpa")
-    assert not of_kind(docs, "ScaledObject") and not of_kind(docs, "TriggerAuthentication")
-    targets = sorted(h["spec"]["scaleTargetRef"]["name"] for h in of_kind(docs, "HorizontalPodAutoscaler"))
+    assert not of_kind(docs, "ScaledObject")
+    assert not of_kind(docs, "TriggerAuthentication")
+    targets = sorted(
+        h["spec"]["scaleTargetRef"]["name"] for h in of_kind(docs, "HorizontalPodAutoscaler")
+    )
     assert targets == sorted(d["metadata"]["name"] for d in workers(docs))
     for hpa in of_kind(docs, "HorizontalPodAutoscaler"):
         spec = hpa["spec"]
@@ -91,5 +101,6 @@ def test_autoscaled_deployments_leave_the_replica_count_to_the_autoscaler() -> N
         for deployment in workers(overlay(name)):
             assert "replicas" not in deployment["spec"], f"{name}: {deployment['metadata']}"
     dev = overlay("dev")
-    assert not of_kind(dev, "ScaledObject") and not of_kind(dev, "HorizontalPodAutoscaler")
+    assert not of_kind(dev, "ScaledObject")
+    assert not of_kind(dev, "HorizontalPodAutoscaler")
     assert all(d["spec"]["replicas"] >= 1 for d in workers(dev))

@@ -44,7 +44,8 @@ class Query:
 
     where: str
     metrics: set[str] = field(default_factory=set)
-    matchers: list[tuple[str, str, str, str]] = field(default_factory=list)  # metric, label, op, value
+    # (metric, label, operator, value) of each label matcher
+    matchers: list[tuple[str, str, str, str]] = field(default_factory=list)
     grouping: list[tuple[set[str], set[str]]] = field(default_factory=list)  # labels, metrics
 
 
@@ -60,14 +61,17 @@ def analyse(expr: str, where: str) -> Query:
             query.metrics.add(node.name)
             for m in node.matchers.matchers:
                 query.matchers.append((node.name, m.name, str(m.op).split(".")[-1], m.value))
-        if isinstance(node, promql.AggregateExpr) and node.modifier is not None:
-            if node.modifier.type == promql.AggModifierType.By:
-                inner: set[str] = set()
-                promql.walk(
-                    node.expr,
-                    lambda n: inner.add(n.name) if isinstance(n, promql.VectorSelector) else None,
-                )
-                query.grouping.append((set(node.modifier.labels), inner))
+        if (
+            isinstance(node, promql.AggregateExpr)
+            and node.modifier is not None
+            and node.modifier.type == promql.AggModifierType.By
+        ):
+            inner: set[str] = set()
+            promql.walk(
+                node.expr,
+                lambda n: inner.add(n.name) if isinstance(n, promql.VectorSelector) else None,
+            )
+            query.grouping.append((set(node.modifier.labels), inner))
         return True
 
     promql.walk(tree, visit)
@@ -197,12 +201,15 @@ def test_every_alert_is_labelled_and_explained() -> None:
     } <= {r["alert"] for r in rules}
     for rule in rules:
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}
-        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        assert rule["annotations"]["summary"]
+        assert rule["annotations"]["description"]
 
 
 def test_dashboard_is_importable() -> None:
     data = dashboard()
-    assert data["uid"] and data["title"] and data["schemaVersion"] >= 36
+    assert data["uid"]
+    assert data["title"]
+    assert data["schemaVersion"] >= 36
     ids = [p["id"] for p in data["panels"]]
     assert len(ids) == len(set(ids))
     assert any(v["type"] == "datasource" for v in data["templating"]["list"])
@@ -248,4 +255,5 @@ def test_service_monitor_scrapes_the_operators_rabbitmq_service() -> None:
 
 def test_monitoring_objects_are_only_in_production() -> None:
     dev = overlay("dev")
-    assert not of_kind(dev, "PodMonitor") and not of_kind(dev, "PrometheusRule")
+    assert not of_kind(dev, "PodMonitor")
+    assert not of_kind(dev, "PrometheusRule")

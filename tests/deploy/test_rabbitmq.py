@@ -8,7 +8,16 @@ from dataclasses import replace
 from broker import Settings
 from broker.cli.common import load_app
 from broker.topology import Names, work_queue_arguments
-from tests.deploy.support import Doc, config_map, environment, of_kind, one, overlay, workers
+from tests.deploy.support import (
+    Doc,
+    config_map,
+    environment,
+    of_kind,
+    one,
+    overlay,
+    permission_of,
+    workers,
+)
 
 
 def settings_of(docs: list[Doc]) -> tuple[Settings, list[str]]:
@@ -71,9 +80,7 @@ def test_worker_permissions_cover_every_name_the_topology_declares() -> None:
     docs = overlay("prod")
     settings, queues = settings_of(docs)
     names = [x for group in declared_names(settings, queues).values() for x in group]
-    worker = next(
-        p for p in of_kind(docs, "Permission") if p["spec"]["userReference"]["name"] == "leveret-worker"
-    )
+    worker = permission_of(docs, "leveret-worker")
     for access, pattern in worker["spec"]["permissions"].items():
         missing = [x for x in names if not re.search(pattern, x)]
         assert not missing, f"{access} permission {pattern!r} misses {missing[:3]}"

@@ -63,7 +63,7 @@ async def test_worker_serves_probes_and_metrics_and_drains_on_sigterm(
     namespace: str = request.getfixturevalue("namespace")
     spawn: Callable[..., subprocess.Popen[bytes]] = request.getfixturevalue("spawn_worker")
 
-    env = {k: v for k, v in config_map(render(K8S / "base"), "leveret-worker-config").items()}
+    env = dict(config_map(render(K8S / "base"), "leveret-worker-config").items())
     port = free_port()
     env.update(
         LEVERET_HEALTH_PORT=str(port),
@@ -91,7 +91,8 @@ async def test_worker_serves_probes_and_metrics_and_drains_on_sigterm(
         if "check" in contract.subcommands(contract.cli_parser()):
             check = [sys.executable, "-m", "broker", "check"]
             probe_env = {"LEVERET_HEALTH_PORT": str(port), "PYTHONPATH": str(ROOT)}
-            assert subprocess.run(check, env=probe_env, timeout=30).returncode == 0
+            probe = await asyncio.create_subprocess_exec(*check, env=probe_env)
+            assert await asyncio.wait_for(probe.wait(), timeout=30) == 0
 
         worker.send_signal(signal.SIGTERM)
         shutdown = float(env["LEVERET_SHUTDOWN_TIMEOUT"])
@@ -99,4 +100,3 @@ async def test_worker_serves_probes_and_metrics_and_drains_on_sigterm(
     finally:
         settings = Settings(url=amqp_url, namespace=namespace)
         await delete_namespace(amqp_url, settings, ["emails", "images"])
-

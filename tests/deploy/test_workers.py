@@ -72,13 +72,12 @@ def test_url_points_at_the_cluster_and_vhost(docs: list[Doc]) -> None:
         assert url.hostname == cluster, "the operator names the client Service after the cluster"
         assert url.port == 5672
         assert url.path == f"/{vhost}"
-        assert url.username == "$(AMQP_USERNAME)" and url.password == "$(AMQP_PASSWORD)"
+        assert url.username == "$(AMQP_USERNAME)"
+        assert url.password == "$(AMQP_PASSWORD)"
 
 
 def test_secrets_referenced_are_the_ones_rabbitmq_users_import(docs: list[Doc]) -> None:
-    imported = {
-        u["spec"]["importCredentialsSecret"]["name"] for u in of_kind(docs, "User")
-    }
+    imported = {u["spec"]["importCredentialsSecret"]["name"] for u in of_kind(docs, "User")}
     for deployment in workers(docs):
         required = {(n, k) for n, k, optional in secret_refs(pod(deployment)) if not optional}
         assert required == {
@@ -113,7 +112,9 @@ def test_probes_use_the_health_endpoint(docs: list[Doc]) -> None:
         port = next(p for p in spec["ports"] if p["name"] == "health")
         assert str(port["containerPort"]) == env["LEVERET_HEALTH_PORT"]
         assert port["containerPort"] == contract.HEALTH_PORT
-        probes = {k: spec[k]["httpGet"] for k in ("startupProbe", "livenessProbe", "readinessProbe")}
+        probes = {
+            k: spec[k]["httpGet"] for k in ("startupProbe", "livenessProbe", "readinessProbe")
+        }
         assert probes["livenessProbe"]["path"] == contract.LIVENESS_PATH
         assert probes["startupProbe"]["path"] == contract.LIVENESS_PATH
         assert probes["readinessProbe"]["path"] == contract.READINESS_PATH
@@ -140,11 +141,11 @@ def test_worker_command_and_queues_come_from_the_app(docs: list[Doc]) -> None:
 
 def test_task_timeouts_fit_under_the_brokers_consumer_timeout(docs: list[Doc]) -> None:
     config = one(docs, "RabbitmqCluster")["spec"]["rabbitmq"]["additionalConfig"]
-    lines = dict(
-        (k.strip(), v.strip())
+    lines = {
+        k.strip(): v.strip()
         for k, _, v in (line.partition("=") for line in config.splitlines())
         if v and not k.lstrip().startswith("#")
-    )
+    }
     broker_ms = int(lines["consumer_timeout"])
     for deployment in workers(docs):
         env = environment(docs, pod(deployment))

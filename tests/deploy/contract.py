@@ -207,21 +207,33 @@ def known_worker_flags() -> frozenset[str]:
 def parse_command(argv: list[str]) -> argparse.Namespace | None:
     """Parse a `leveret` command line as the CLI would; None if its command is not here yet.
 
-    A command the CLI has must parse (flags and arguments as the code defines them); a
-    command it does not have yet must be one the worker's interface documents.
+    A command the CLI has must parse, flags and arguments as the code defines them,
+    except worker flags the interface documents that the parser does not have yet. A
+    command the CLI does not have yet must be one the interface documents.
     """
     assert argv, "empty leveret command"
-    commands = subcommands(cli_parser())
+    root = cli_parser()
     command = argv[0]
-    if command not in commands:
+    if command not in subcommands(root):
         assert command in DOCUMENTED_COMMANDS, f"`leveret {command}` is not a leveret command"
         return None
     try:
-        return cli_parser().parse_args(argv)
+        args, rest = root.parse_known_args(argv)
     except SystemExit as exc:
         raise AssertionError(
             f"`leveret {' '.join(argv)}` does not parse (exit {exc.code})"
         ) from None
+    pending = DOCUMENTED_WORKER_FLAGS - worker_flags() if command == "worker" else set()
+    flag_before = False
+    for token in rest:
+        if token.startswith("--"):
+            name = token[2:].split("=", 1)[0].replace("-", "_")
+            assert name in pending, f"`leveret {command}` has no flag {token}"
+            flag_before = "=" not in token
+        else:
+            assert flag_before, f"`leveret {' '.join(argv)}`: unexpected {token!r}"
+            flag_before = False
+    return args
 
 
 def health_paths() -> tuple[str, ...]:

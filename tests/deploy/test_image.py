@@ -113,7 +113,10 @@ def ignore_rules() -> list[tuple[re.Pattern[str], bool]]:
         negated = line.startswith("!")
         pattern = line.lstrip("!").strip("/")
         regex = ""
-        for part in re.split(r"(\*\*/?|\*|\?)", pattern):
+        for part in re.split(r"(\*\*/?|\*|\?|\[[^\]]*\])", pattern):
+            if part.startswith("[") and part.endswith("]"):
+                regex += part  # a character class, as in Go's filepath.Match
+                continue
             regex += {"**/": "(.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(
                 part, re.escape(part)
             )
@@ -215,6 +218,7 @@ def test_context_holds_exactly_what_the_dockerfile_copies() -> None:
         "tests/conftest.py",
         "deploy/Dockerfile",
         "broker/__pycache__/app.cpython-312.pyc",
+        "tasks/stale.pyc",
         ".env",
     ):
         assert not in_context(path), path

@@ -134,6 +134,8 @@ class Metrics(Middleware):
         self._series: dict[tuple[str, str], _TaskSeries] = {}
         self._sent: dict[tuple[str, str], Any] = {}
         self._state: _WorkerState | None = None
+        self._exposed = CollectorRegistry(auto_describe=False)
+        self._exposed.register(_WithoutCreated(self.registry))
 
     # -- wiring ---------------------------------------------------------------------
 
@@ -163,8 +165,12 @@ class Metrics(Middleware):
         return self
 
     def render(self) -> bytes:
-        """The text exposition of every metric, for ``/metrics``."""
-        return generate_latest(self.registry)
+        """The text exposition of every metric, for ``/metrics``.
+
+        Without the ``*_created`` series: a timestamp per series doubles what Prometheus
+        stores and no alert here uses it.
+        """
+        return generate_latest(self._exposed)
 
     def series(self, task: str, queue: str) -> _TaskSeries:
         """The label children of one task on one queue (created at zero on first use)."""
@@ -280,6 +286,16 @@ def merge(expositions: Iterable[str]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed(list(families.values())))
     return generate_latest(registry)
+
+
+class _WithoutCreated(Collector):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self.registry.collect():
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
 
 
 class _Fixed(Collector):

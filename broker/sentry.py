@@ -67,8 +67,10 @@ class SentryMiddleware(Middleware):
         self.report_retries = report_retries
         self._reported = _REPORTED | {Outcome.RETRIED} if report_retries else _REPORTED
         # One log line per task outcome is not a breadcrumb worth keeping, and its
-        # warnings are reported here, as events with tags, not as log events.
+        # warnings are reported here, as events with tags, not as log events. aiormq
+        # logs every refused reconnect attempt as an error: not an event each either.
         ignore_logger("leveret.task")
+        ignore_logger("aiormq.connection")
 
     # -- worker ---------------------------------------------------------------------
 

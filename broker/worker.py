@@ -32,7 +32,7 @@ from pydantic import BaseModel, ValidationError
 
 from broker import message, retry
 from broker.app import App
-from broker.connection import CONNECTION_ERRORS, worker_identity
+from broker.connection import CONNECTION_ERRORS, is_open, worker_identity
 from broker.consumer import QueueConsumer, Settle
 from broker.errors import (
     BrokerUnavailable,
@@ -129,6 +129,7 @@ class Worker:
         self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="leveret-task")
         self._producer._known_queues.update(self.queues)
         first = True
+        pause = 0.0  # between attempts that fail after connecting (e.g. a declare)
         try:
             while not self._stop.is_set():
                 try:
@@ -141,24 +142,28 @@ class Worker:
                     await self.app.declare(self.queues)
                     await self._subscribe(connection)
                     self._connected = True
-                    if first:
-                        log.info(
-                            "worker %s consuming %s (concurrency %d)",
-                            self.identity,
-                            ", ".join(self.queues),
-                            self.concurrency,
-                        )
+                    pause = 0.0
+                    log.info(
+                        "worker %s %s %s (concurrency %d)",
+                        self.identity,
+                        "consuming" if first else "reconnected; consuming again from",
+                        ", ".join(self.queues),
+                        self.concurrency,
+                    )
                     first = False
                     await self._watch(connection)
-                except BrokerUnavailable:
+                except BrokerUnavailable as exc:
                     if first:
                         raise
+                    log.warning("%s", exc)
                 except CONNECTION_ERRORS as exc:
                     log.warning("connection to RabbitMQ lost (%s); reconnecting", exc)
                 finally:
                     self._connected = False
                 if not self._stop.is_set():
                     await self._drop_consumers()
+                    await self._sleep(pause)
+                    pause = min(pause * 2 or 0.1, 5.0)
         finally:
             await self._shutdown()
 
@@ -202,13 +207,13 @@ class Worker:
         """
         pause = 0.1
         while not self._stop.is_set():
-            if connection.is_closed:
+            if not is_open(connection):
                 raise ConnectionError("connection closed")
             if not self.ready:
                 try:
                     await self._subscribe(connection)
                 except aiormq.exceptions.AMQPChannelError as exc:
-                    if connection.is_closed:
+                    if not is_open(connection):
                         raise ConnectionError("connection closed") from exc
                     log.warning(
                         "cannot consume from %s (%s); retrying in %.1f s. If the queue was "

@@ -26,7 +26,7 @@ task_log = logging.getLogger("leveret.task")
 #: The task whose code is running in this context (asyncio task), for log fields.
 current_task: ContextVar[TaskContext | None] = ContextVar("leveret_task", default=None)
 
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", re.IGNORECASE)
 
 #: Attributes every LogRecord has: anything else was passed with ``extra=``.
 _STANDARD = frozenset(

@@ -82,7 +82,7 @@ class SentryMiddleware(Middleware):
         scope.set_tag("task.name", ctx.name)
         scope.set_tag("task.id", ctx.task_id)
         scope.set_tag("task.queue", ctx.queue)
-        scope.set_tag("task.attempt", ctx.attempt)
+        scope.set_tag("task.attempt", str(ctx.attempt))
         trace = {}
         for name in ("sentry-trace", "baggage"):
             value = message.header_str(ctx.headers, name)

@@ -7,12 +7,13 @@ Each task appends ``<event> <task id> <redelivered>`` to the file named by
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 
 from pydantic import BaseModel
 
-from broker import App, RetryPolicy, Task, TaskContext
+from broker import App, Permanent, RetryPolicy, Task, TaskContext
 
 app = App(app_id="ops-tests")
 
@@ -43,4 +44,35 @@ async def run_slow(job: Sleep, ctx: TaskContext) -> None:
 def run_slow_sync(job: Sleep, ctx: TaskContext) -> None:
     record("start", ctx)
     time.sleep(job.seconds)
+    record("done", ctx)
+
+
+block = Task("ops.block", Sleep, queue="ops")
+
+
+@app.handle(block, timeout=60)
+async def block_the_loop(job: Sleep, ctx: TaskContext) -> None:
+    """A handler that wrongly blocks the event loop: the liveness probe must notice."""
+    record("start", ctx)
+    time.sleep(job.seconds)  # noqa: ASYNC251 - blocking on purpose
+    record("done", ctx)
+
+
+fail = Task("ops.fail", Sleep, queue="ops")
+
+
+@app.handle(fail)
+async def always_fail(job: Sleep, ctx: TaskContext) -> None:
+    record("start", ctx)
+    raise Permanent("this task can never succeed")
+
+
+chatty = Task("ops.chatty", Sleep, queue="ops")
+log = logging.getLogger("ops.chatty")
+
+
+@app.handle(chatty)
+async def talk(job: Sleep, ctx: TaskContext) -> None:
+    """Logs a URL with a password in it, as careless code does."""
+    log.info("fetching https://reporter:hunter2@reports.example.com/daily")
     record("done", ctx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import threading
@@ -39,10 +40,8 @@ class Output:
         found = []
         for line in self.lines:
             if line.startswith("{"):
-                try:
+                with contextlib.suppress(json.JSONDecodeError):
                     found.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
         return found
 
     @property

@@ -26,6 +26,7 @@ import sentry_sdk
 from sentry_sdk.consts import OP, SPANDATA, SPANSTATUS
 from sentry_sdk.integrations.logging import ignore_logger
 from sentry_sdk.tracing import Span, TransactionSource
+from sentry_sdk.tracing_utils import has_tracing_enabled
 
 from broker import message
 from broker.middleware import Middleware, Outcome
@@ -71,23 +72,25 @@ class SentryMiddleware(Middleware):
         # logs every refused reconnect attempt as an error: not an event each either.
         ignore_logger("leveret.task")
         ignore_logger("aiormq.connection")
+        self._quiet = False
 
     # -- worker ---------------------------------------------------------------------
 
     def before_task(self, ctx: TaskContext) -> None:
-        if not sentry_sdk.get_client().is_active():
+        client = sentry_sdk.get_client()
+        if not client.is_active():
+            return
+        if not self._quiet:
+            _quiet_sdk_debug_log(client.options)
+            self._quiet = True
+        trace = _trace_headers(ctx)
+        if not _traced(client.options, trace):
+            # Most tasks: no transaction would be sent. Skip the scope and transaction
+            # (the bulk of the cost); an error is reported from after_task with both.
             return
         scope_manager = sentry_sdk.isolation_scope()
         scope = scope_manager.__enter__()
-        scope.set_tag("task.name", ctx.name)
-        scope.set_tag("task.id", ctx.task_id)
-        scope.set_tag("task.queue", ctx.queue)
-        scope.set_tag("task.attempt", str(ctx.attempt))
-        trace = {}
-        for name in ("sentry-trace", "baggage"):
-            value = message.header_str(ctx.headers, name)
-            if value:
-                trace[name] = value
+        _tag(scope, ctx)
         transaction = sentry_sdk.continue_trace(
             trace, op=OP.QUEUE_PROCESS, name=ctx.name, source=TransactionSource.TASK, origin=ORIGIN
         )
@@ -105,22 +108,19 @@ class SentryMiddleware(Middleware):
     def after_task(
         self, ctx: TaskContext, outcome: Outcome, error: BaseException | None, duration: float
     ) -> None:
+        report = error is not None and outcome in self._reported
         state = ctx.state.pop(_STATE, None)
         if state is None:
+            if report and sentry_sdk.get_client().is_active():
+                with sentry_sdk.isolation_scope() as scope:
+                    sentry_sdk.continue_trace(_trace_headers(ctx))  # link to the sender
+                    _tag(scope, ctx)
+                    _report(scope, ctx, outcome, error, duration)
             return
         scope_manager, scope, transaction = state
         try:
-            if error is not None and outcome in self._reported:
-                scope.set_context(
-                    "task",
-                    {
-                        "payload_size": ctx.state.get(BODY_SIZE, 0),
-                        "outcome": outcome.value,
-                        "redelivered": ctx.redelivered,
-                        "duration_s": round(duration, 6),
-                    },
-                )
-                sentry_sdk.capture_exception(error)
+            if report:
+                _report(scope, ctx, outcome, error, duration)
             transaction.set_status(
                 SPANSTATUS.OK if outcome is Outcome.SUCCEEDED else SPANSTATUS.INTERNAL_ERROR
             )
@@ -169,3 +169,61 @@ class SentryMiddleware(Middleware):
         span.set_data("messaging.message.body.size", size)
         span.set_status(SPANSTATUS.OK if error is None else SPANSTATUS.INTERNAL_ERROR)
         span.finish()
+
+
+def _trace_headers(ctx: TaskContext) -> dict[str, str]:
+    trace = {}
+    for name in ("sentry-trace", "baggage"):
+        value = message.header_str(ctx.headers, name)
+        if value:
+            trace[name] = value
+    return trace
+
+
+def _traced(options: dict[str, Any], trace: dict[str, str]) -> bool:
+    """Whether a transaction for this task could be sampled, decided cheaply.
+
+    The sender's decision in ``sentry-trace`` (``<trace>-<span>-1`` or ``-0``) wins, as
+    in the SDK; without one, a zero or unset ``traces_sample_rate`` means no.
+    """
+    if options.get("traces_sampler") is not None:
+        return True
+    if not has_tracing_enabled(options):
+        return False
+    parts = trace.get("sentry-trace", "").split("-")
+    if len(parts) >= 3 and parts[2] in ("0", "1"):
+        return parts[2] == "1"
+    return bool(options.get("traces_sample_rate"))
+
+
+def _tag(scope: sentry_sdk.Scope, ctx: TaskContext) -> None:
+    scope.set_tag("task.name", ctx.name)
+    scope.set_tag("task.id", ctx.task_id)
+    scope.set_tag("task.queue", ctx.queue)
+    scope.set_tag("task.attempt", str(ctx.attempt))
+
+
+def _report(
+    scope: sentry_sdk.Scope,
+    ctx: TaskContext,
+    outcome: Outcome,
+    error: BaseException | None,
+    duration: float,
+) -> None:
+    scope.set_context(
+        "task",
+        {
+            "payload_size": ctx.state.get(BODY_SIZE, 0),
+            "outcome": outcome.value,
+            "redelivered": ctx.redelivered,
+            "duration_s": round(duration, 6),
+        },
+    )
+    sentry_sdk.capture_exception(error)
+
+
+def _quiet_sdk_debug_log(options: dict[str, Any]) -> None:
+    """The SDK's logger is at DEBUG and filters records afterwards: every transaction
+    builds a few records for nothing. Without ``debug=True`` they are never shown."""
+    if not options.get("debug"):
+        logging.getLogger("sentry_sdk.errors").setLevel(logging.INFO)

@@ -111,7 +111,8 @@ def run_worker(args: argparse.Namespace) -> int:
         reporter = sentry_setup.SentryMiddleware(report_retries=args.sentry_report_retries)
         _add(app.middleware, reporter)
     _add(app.middleware, logs.TaskLog())
-    metrics = Metrics().install(app).watch(worker)
+    installed = [m for m in app.middleware if isinstance(m, Metrics)]
+    metrics = (installed[0] if installed else Metrics()).install(app).watch(worker)
 
     health: HealthServer | None = None
     inherited = os.environ.get(HEALTH_FD)

@@ -167,3 +167,22 @@ async def test_liveness_holds_while_the_broker_is_away(spawn_worker: Spawn) -> N
 
 async def test_check_without_a_worker_fails() -> None:
     assert await check(free_port()) == 1
+
+
+async def test_first_connect_gives_up_at_its_deadline(spawn_worker: Spawn) -> None:
+    proc = spawn_worker(
+        "tests.apps.ops_app:app",
+        "--health-port",
+        "0",
+        env={
+            "LEVERET_URL": f"amqp://guest:secret@127.0.0.1:{free_port()}/",
+            "LEVERET_CONNECT_DEADLINE": "2",
+        },
+    )
+    output = Output(proc)
+    assert await asyncio.to_thread(proc.wait, 30) == 2
+    output.join()
+    attempts = [line for line in output.lines if "connecting to amqp://guest:***@" in line]
+    assert len(attempts) >= 2, "each attempt is logged:\n" + output.text
+    assert "could not connect to RabbitMQ" in output.text
+    assert "secret" not in output.text

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from broker import App
-from broker.logs import JsonFormatter, TextFormatter, configure, mask
+from broker import App, Outcome, TaskContext
+from broker.logs import JsonFormatter, TaskLog, TextFormatter, configure, mask
 from tests.apps.ops_app import Sleep, chatty, fail, slow
 from tests.apps.ops_support import Output, events, free_port, wait_status
 from tests.helpers import wait_for
@@ -116,6 +117,37 @@ def test_formatters_mask_exceptions_and_extras() -> None:
         assert isinstance(root.handlers[0].formatter, JsonFormatter)
         configure("INFO", "text", stream)
         assert isinstance(root.handlers[0].formatter, TextFormatter)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def test_direct_task_events_match_the_logging_path() -> None:
+    """TaskLog writes straight to the handler when only it would see the event: the
+    line must be the one logging would have produced."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    ctx = TaskContext(task_id="id1", name="t.x", queue="q", attempt=2, redelivered=True, headers={})
+    try:
+        for fmt in ("json", "text"):
+            lines = []
+            for direct in (True, False):
+                stream = io.StringIO()
+                configure("INFO", fmt, stream)  # type: ignore[arg-type]
+                if not direct:  # any filter on the way forces the logging path
+                    logging.getLogger("leveret.task").addFilter(lambda record: True)
+                error = ConnectionError("amqp://u:pw@h/ refused")
+                TaskLog().after_task(ctx, Outcome.RETRIED, error, 0.0123)
+                logging.getLogger("leveret.task").filters.clear()
+                lines.append(stream.getvalue())
+            if fmt == "json":
+                direct_line, logged_line = (json.loads(line) for line in lines)
+                direct_line.pop("ts"), logged_line.pop("ts")
+                assert direct_line == logged_line
+                assert direct_line["error"] == "ConnectionError: amqp://u:***@h/ refused"
+                assert direct_line["redelivered"] is True
+            else:
+                assert lines[0][12:] == lines[1][12:]  # all but the clock
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])

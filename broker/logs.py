@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from contextvars import ContextVar
+from json.encoder import encode_basestring as _string
 from typing import Any, Literal, TextIO
 
 from broker.middleware import Middleware, Outcome
@@ -65,6 +66,24 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 #: Built once: ``json.dumps`` with options builds a new encoder on every call.
 _ENCODE = json.JSONEncoder(default=str, ensure_ascii=False).encode
+#: The encoded ``"level", "logger", "msg"`` part of a line, by (level, logger, msg).
+_HEADS: dict[tuple[str, str, str], str] = {}
+
+
+def _flat(fields: dict[str, Any]) -> str:
+    """The members of a JSON object for ``fields``; plain values without an encoder."""
+    parts = []
+    for key, value in fields.items():
+        kind = type(value)
+        if kind is str:
+            parts.append(f"{_string(key)}: {_string(mask(value))}")
+        elif kind is int or (kind is float and value - value == 0):  # finite
+            parts.append(f"{_string(key)}: {value!r}")
+        elif kind is float:
+            parts.append(f"{_string(key)}: {_string(repr(value))}")  # nan, inf: strings
+        else:
+            parts.append(f"{_string(key)}: {_ENCODE(value)}")
+    return ", ".join(parts)
 
 
 class JsonFormatter(logging.Formatter):
@@ -89,16 +108,15 @@ class JsonFormatter(logging.Formatter):
         fields: dict[str, Any],
         exc: str | None = None,
     ) -> str:
-        out: dict[str, Any] = {
-            "ts": _iso(created),
-            "level": level.lower(),
-            "logger": logger,
-            "msg": mask(msg),
-        }
-        out.update(fields)
+        head = _HEADS.get((level, logger, msg))
+        if head is None:
+            head = _ENCODE({"level": level.lower(), "logger": logger, "msg": mask(msg)})[1:-1]
+            if len(_HEADS) < 1000:  # messages with arguments vary: keep only the first
+                _HEADS[(level, logger, msg)] = head
+        body = _flat(fields) if fields else ""
         if exc:
-            out["exc"] = mask(exc)
-        return _ENCODE(out)
+            body += (", " if body else "") + '"exc": ' + _ENCODE(mask(exc))
+        return f'{{"ts": "{_iso(created)}", {head}{", " if body else ""}{body}}}'
 
 
 class TextFormatter(logging.Formatter):

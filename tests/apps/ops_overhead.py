@@ -3,9 +3,10 @@ with each middleware, against the RabbitMQ of ``find_broker()``.
 
     .venv/bin/python -m tests.apps.ops_overhead [--tasks 20000] [--rounds 3]
 
-Prints, per setup (best of the rounds), tasks/s and the worker process's CPU time
-per task, each against bare. CPU time is the steadier figure on a shared machine:
-wall-clock throughput moves with whatever else runs. Figures, not a test.
+Prints first what each middleware's hooks cost per task, called directly (the
+steadiest figure), then, per setup (best of the rounds), tasks/s and the worker
+process's CPU time per task against bare. On a shared machine wall-clock throughput
+moves with whatever else runs. Figures, not a test.
 """
 
 from __future__ import annotations
@@ -93,14 +94,57 @@ async def drain(url: str, setup: str, tasks: int) -> tuple[float, float]:
         sentry_sdk.init()
 
 
+def hook_costs(repeat: int = 20000) -> None:
+    """Microseconds per task of each middleware's before_task + after_task."""
+    from broker import Outcome, TaskContext, message
+
+    def per_task(middleware: list[Middleware], headers: dict[str, object]) -> float:
+        started = time.perf_counter()
+        for _ in range(repeat):
+            ctx = TaskContext(
+                task_id="a3410e60a97c44ff892b2787b81b3105",
+                name="bench.noop",
+                queue="bench",
+                attempt=1,
+                redelivered=False,
+                headers=headers,
+                published_at_ms=message.now_ms(),
+                state={"body_size": 12},
+            )
+            for mw in middleware:
+                mw.before_task(ctx)
+            for mw in middleware:
+                mw.after_task(ctx, Outcome.SUCCEEDED, None, 0.001)
+        return (time.perf_counter() - started) / repeat * 1e6
+
+    unsampled = {"sentry-trace": "771a43a4192642f0b136d5159a501700-b1bbaf3c26b5f7a1-0"}
+    sampled = {"sentry-trace": "771a43a4192642f0b136d5159a501700-b1bbaf3c26b5f7a1-1"}
+    base = per_task([], {})
+    print(f"{'hooks per task':<34} {'us':>7}")
+    print(f"{'  (a TaskContext, no middleware)':<34} {base:7.1f}")
+    print(f"{'  metrics':<34} {per_task([Metrics()], {}) - base:7.1f}")
+    print(f"{'  task log event (json)':<34} {per_task([TaskLog()], {}) - base:7.1f}")
+    null_sentry(0.0)
+    print(
+        f"{'  sentry, task not traced':<34} {per_task([SentryMiddleware()], unsampled) - base:7.1f}"
+    )
+    print(f"{'  sentry, task traced':<34} {per_task([SentryMiddleware()], sampled) - base:7.1f}")
+    sentry_sdk.get_client().close()
+    sentry_sdk.init()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--hooks-only", action="store_true", help="skip the drains")
     args = parser.parse_args()
     devnull = open(os.devnull, "w")  # noqa: SIM115 - for the whole run
     configure("INFO", "json", devnull)  # log events are formatted and written, to nowhere
     logging.getLogger("leveret.worker").setLevel(logging.WARNING)
+    hook_costs()
+    if args.hooks_only:
+        return
     found = find_broker()
     try:
         rates: dict[str, float] = {}

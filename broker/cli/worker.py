@@ -14,6 +14,7 @@ import time
 from broker import logs
 from broker import sentry as sentry_setup
 from broker.cli.common import add_app_argument, console, env_default, load_app
+from broker.errors import ConfigError
 from broker.health import HealthServer, worker_routes
 from broker.metrics import Metrics
 from broker.middleware import Middleware
@@ -94,6 +95,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    if args.processes < 1:
+        raise ConfigError("--processes must be at least 1")
     logs.configure(args.log_level, args.log_format)
     app = load_app(args.app)
     worker = Worker(

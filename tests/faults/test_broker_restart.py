@@ -18,7 +18,16 @@ import pytest
 from broker import App, NotConfirmed
 from broker.locate import LocalNode
 from tests.apps.ops_app import Sleep, slow
-from tests.apps.ops_support import Output, events, free_port, ledger, status, wait_status
+from tests.apps.ops_support import (
+    Output,
+    events,
+    free_port,
+    ledger,
+    metric,
+    scrape,
+    status,
+    wait_status,
+)
 from tests.helpers import wait_for
 
 pytestmark = [
@@ -114,5 +123,6 @@ async def test_worker_and_producer_ride_out_a_broker_restart(
     assert not failed, f"sends raised although the deadline outlasted the outage: {failed}"
     assert any("reconnect" in line or "connecting to" in line for line in output.lines)
     assert "guest:guest" not in output.text
+    assert metric(await scrape(port), "leveret_reconnects_total") >= 1
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 30) == 0

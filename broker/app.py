@@ -136,7 +136,9 @@ class App:
     @property
     def producer(self) -> Producer:
         if self._producer is None:
-            self._producer = Producer(self.connector, self.settings, app_id=self.app_id)
+            self._producer = Producer(
+                self.connector, self.settings, app_id=self.app_id, middleware=self.middleware
+            )
         return self._producer
 
     async def send(

@@ -49,6 +49,20 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+def is_open(connection: AbstractConnection) -> bool:
+    """Whether the connection still works.
+
+    aio-pika's ``is_closed`` turns True only after our own ``close()``: when the broker
+    closes the connection (a restart, a forced close) it stays False. The AMQP
+    connection underneath knows.
+    """
+    if connection.is_closed:
+        return False
+    transport = getattr(connection, "transport", None)
+    underlay = getattr(transport, "connection", None)
+    return underlay is not None and not underlay.is_closed
+
+
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -74,7 +88,7 @@ class Connector:
     def connection(self) -> AbstractConnection | None:
         """The current connection if it is open, else None."""
         conn = self._connection
-        return conn if conn is not None and not conn.is_closed else None
+        return conn if conn is not None and is_open(conn) else None
 
     async def get(self, *, deadline: float | None = None) -> AbstractConnection:
         """A live connection, connecting first if needed.

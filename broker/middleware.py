@@ -42,3 +42,8 @@ class Middleware:
 
     def before_send(self, task_name: str, queue: str, headers: dict[str, Any]) -> None:
         """A task is about to be published; headers may be added (trace context)."""
+
+    def after_send(
+        self, task_name: str, queue: str, task_id: str, size: int, error: BaseException | None
+    ) -> None:
+        """A send ended: confirmed by the broker if ``error`` is None, else not sent."""

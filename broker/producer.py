@@ -14,6 +14,7 @@ from broker import delay as delays
 from broker import message
 from broker.connection import Connector
 from broker.errors import BulkPublishError, PayloadTooLarge, Unroutable
+from broker.middleware import Middleware
 from broker.publisher import Publisher
 from broker.settings import Settings
 from broker.task import M, Task
@@ -26,8 +27,17 @@ BULK_WINDOW = 1000
 class Producer:
     """Sends tasks: validated, size-checked, persistent, confirmed."""
 
-    def __init__(self, connector: Connector, settings: Settings, *, app_id: str | None) -> None:
+    def __init__(
+        self,
+        connector: Connector,
+        settings: Settings,
+        *,
+        app_id: str | None,
+        middleware: list[Middleware] | None = None,
+    ) -> None:
         self.settings = settings
+        #: Shared with the App: middleware added later is seen too.
+        self.middleware: list[Middleware] = middleware if middleware is not None else []
         self.names = Names(settings.namespace)
         self.topology = Topology(settings)
         self.publisher = Publisher(connector, settings)
@@ -100,15 +110,26 @@ class Producer:
         if not self._declared:
             await self.ensure_core()
         task_id = task_id or uuid.uuid4().hex
-        props = message.properties(
-            task_name=name,
-            task_id=task_id,
-            priority=priority,
-            headers=headers if headers is not None else self.headers(),
-            app_id=self._app_id,
-        )
         exchange, key = await self.route(queue, _delay_seconds(delay, at))
-        await self.publisher.publish(exchange, key, body, props)
+        if headers is None:
+            headers = self.headers()
+        middleware = self.middleware
+        for mw in middleware:
+            mw.before_send(name, queue, headers)
+        props = message.properties(
+            task_name=name, task_id=task_id, priority=priority, headers=headers, app_id=self._app_id
+        )
+        if not middleware:
+            await self.publisher.publish(exchange, key, body, props)
+            return task_id
+        try:
+            await self.publisher.publish(exchange, key, body, props)
+        except BaseException as exc:
+            for mw in middleware:
+                mw.after_send(name, queue, task_id, len(body), exc)
+            raise
+        for mw in middleware:
+            mw.after_send(name, queue, task_id, len(body), None)
         return task_id
 
     async def route(self, queue: str, delay_seconds: float) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import aiormq
 from aiormq.abc import AbstractChannel
@@ -35,6 +36,8 @@ class Publisher:
         self._settings = settings
         self._channel: AbstractChannel | None = None
         self._opening: asyncio.Lock = asyncio.Lock()
+        #: Called with the seconds from publish to confirm of each confirmed message.
+        self.on_confirmed: Callable[[float], None] | None = None
 
     async def _open_channel(self, deadline: float) -> AbstractChannel:
         async with self._opening:
@@ -63,6 +66,8 @@ class Publisher:
         deadline: float | None = None,
     ) -> None:
         """Return once RabbitMQ has confirmed the message; raise if it did not."""
+        observe = self.on_confirmed
+        started = time.perf_counter() if observe is not None else 0.0
         channel = self._channel
         if channel is not None and not channel.is_closed:
             try:
@@ -75,12 +80,16 @@ class Publisher:
                     timeout=self._settings.confirm_timeout,
                 )
                 if isinstance(confirm, Basic.Ack):
+                    if observe is not None:
+                        observe(time.perf_counter() - started)
                     return
             except aiormq.exceptions.PublishError:
                 raise self._unroutable(exchange, routing_key) from None
             except RETRYABLE as exc:
                 _reraise_if_cancelled(exc)
         await self._publish_retrying(exchange, routing_key, body, properties, deadline)
+        if observe is not None:
+            observe(time.perf_counter() - started)
 
     async def _publish_retrying(
         self,

@@ -16,6 +16,7 @@ broker is re-established without restarting the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
+import aiormq
 from aio_pika.abc import AbstractConnection
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
@@ -30,7 +32,7 @@ from pydantic import BaseModel, ValidationError
 
 from broker import message, retry
 from broker.app import App
-from broker.connection import CONNECTION_ERRORS, worker_identity
+from broker.connection import CONNECTION_ERRORS, is_open, worker_identity
 from broker.consumer import QueueConsumer, Settle
 from broker.errors import (
     BrokerUnavailable,
@@ -44,6 +46,9 @@ from broker.middleware import Outcome
 from broker.task import Registration, TaskContext
 
 log = logging.getLogger("leveret.worker")
+
+#: Key of ``TaskContext.state`` holding the body's size in bytes (set for middleware).
+BODY_SIZE = "body_size"
 
 
 class Worker:
@@ -76,6 +81,7 @@ class Worker:
         self.identity = worker_identity()
         self.counts: Counter[str] = Counter()
         self.consumers: dict[str, QueueConsumer] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
         self._check_timeouts()
         self._threads: ThreadPoolExecutor | None = None
         self._stop = asyncio.Event()
@@ -103,6 +109,7 @@ class Worker:
         """Connected, and every queue has a live consumer."""
         return (
             self._connected
+            and not self._stop.is_set()
             and len(self.consumers) == len(self.queues)
             and all(c.subscribed for c in self.consumers.values())
         )
@@ -122,11 +129,9 @@ class Worker:
         self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="leveret-task")
         self._producer._known_queues.update(self.queues)
         first = True
-        pause = 0.0
+        pause = 0.0  # between attempts that fail after connecting (e.g. a declare)
         try:
             while not self._stop.is_set():
-                if pause:
-                    await self._interruptible(asyncio.sleep(pause))
                 try:
                     deadline = None if first else float("inf")
                     connection = await self._interruptible(
@@ -137,31 +142,32 @@ class Worker:
                     await self.app.declare(self.queues)
                     await self._subscribe(connection)
                     self._connected = True
-                    if first:
-                        log.info(
-                            "worker %s consuming %s (concurrency %d)",
-                            self.identity,
-                            ", ".join(self.queues),
-                            self.concurrency,
-                        )
-                    first, pause = False, 0.0
+                    pause = 0.0
+                    log.info(
+                        "worker %s %s %s (concurrency %d)",
+                        self.identity,
+                        "consuming" if first else "reconnected; consuming again from",
+                        ", ".join(self.queues),
+                        self.concurrency,
+                    )
+                    first = False
                     await self._watch(connection)
-                except BrokerUnavailable:
+                except BrokerUnavailable as exc:
                     if first:
                         raise
+                    log.warning("%s", exc)
                 except CONNECTION_ERRORS as exc:
-                    # Back off when the broker keeps refusing (e.g. a queue cannot be
-                    # declared), so a persistent error is not retried in a hot loop.
-                    pause = min(max(pause * 2, 0.1), 5.0)
-                    log.warning("lost RabbitMQ (%s); reconnecting in %.1f s", exc, pause)
+                    log.warning("connection to RabbitMQ lost (%s); reconnecting", exc)
                 finally:
                     self._connected = False
                 if not self._stop.is_set():
                     await self._drop_consumers()
+                    await self._sleep(pause)
+                    pause = min(pause * 2 or 0.1, 5.0)
         finally:
             await self._shutdown()
 
-    async def _interruptible(self, coro: Any) -> Any:
+    async def _interruptible(self, coro: Any) -> AbstractConnection | None:
         """Await ``coro`` unless a stop is requested first (then None)."""
         task = asyncio.ensure_future(coro)
         stop = asyncio.ensure_future(self._stop.wait())
@@ -170,18 +176,22 @@ class Worker:
         finally:
             stop.cancel()
         if task.done():
-            return task.result()
+            return task.result()  # type: ignore[no-any-return]
         task.cancel()
         return None
 
     async def _subscribe(self, connection: AbstractConnection) -> None:
+        """Start a consumer on every queue that has none subscribed."""
         names = self._producer.names
         for queue in self.queues:
             consumer = self.consumers.get(queue)
             if consumer is not None and consumer.subscribed:
                 continue
             if consumer is not None:
-                asyncio.get_running_loop().create_task(self._retire(consumer))
+                del self.consumers[queue]
+                retire = asyncio.get_running_loop().create_task(self._retire(consumer))
+                self._retiring.add(retire)
+                retire.add_done_callback(self._retiring.discard)
             consumer = QueueConsumer(
                 names.work_queue(queue), self.concurrency, partial(self.process, queue=queue)
             )
@@ -189,8 +199,33 @@ class Worker:
             self.consumers[queue] = consumer
 
     async def _watch(self, connection: AbstractConnection) -> None:
-        """Return when a stop is requested; resubscribe lost consumers meanwhile."""
+        """Return when a stop is requested; re-subscribe lost consumers meanwhile.
+
+        A consumer the broker cancelled (queue deleted, leader moved, consumer timeout)
+        is subscribed again on its own channel; the others carry on undisturbed. The
+        worker is not ready until every queue has a consumer again.
+        """
+        pause = 0.1
         while not self._stop.is_set():
+            if not is_open(connection):
+                raise ConnectionError("connection closed")
+            if not self.ready:
+                try:
+                    await self._subscribe(connection)
+                except aiormq.exceptions.AMQPChannelError as exc:
+                    if not is_open(connection):
+                        raise ConnectionError("connection closed") from exc
+                    log.warning(
+                        "cannot consume from %s (%s); retrying in %.1f s. If the queue was "
+                        "deleted, declare it again (`leveret declare`) or restart the worker.",
+                        ", ".join(q for q in self.queues if q not in self.consumers),
+                        exc,
+                        pause,
+                    )
+                    await self._sleep(pause)
+                    pause = min(pause * 2, 5.0)
+                    continue
+                pause = 0.1
             waits = [asyncio.ensure_future(self._stop.wait())]
             waits += [asyncio.ensure_future(c.lost.wait()) for c in self.consumers.values()]
             try:
@@ -198,13 +233,11 @@ class Worker:
             finally:
                 for w in waits:
                     w.cancel()
-            if self._stop.is_set():
-                return
-            if connection.is_closed:
-                raise ConnectionError("connection closed")
-            self._connected = False
-            await self._subscribe(connection)
-            self._connected = True
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up at once when a stop is requested."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _retire(self, consumer: QueueConsumer) -> None:
         """Let a cancelled consumer's running tasks finish, then close its channel."""
@@ -228,6 +261,8 @@ class Worker:
         for consumer in consumers:
             if consumer.acker is not None:
                 await consumer.acker.wait_idle(max(deadline - time.monotonic(), 0))
+        if self._retiring:
+            await asyncio.wait(set(self._retiring), timeout=max(deadline - time.monotonic(), 0))
         left = self.in_flight
         if left:
             log.warning("%d tasks still running after the shutdown timeout: requeueing them", left)
@@ -269,8 +304,11 @@ class Worker:
             enqueued_at_ms=message.header_opt_int(headers, message.ENQUEUED_AT),
             delivery_count=message.header_opt_int(headers, "x-delivery-count"),
         )
-        for mw in self._middleware:
-            mw.before_task(ctx)
+        middleware = self._middleware
+        if middleware:
+            ctx.state[BODY_SIZE] = len(body)
+            for mw in middleware:
+                mw.before_task(ctx)
         started = time.perf_counter()
         error: BaseException | None = None
         try:
@@ -283,7 +321,7 @@ class Worker:
             outcome = await self._fail(delivered, reg, ctx, exc)
         duration = time.perf_counter() - started
         self.counts[outcome.value] += 1
-        for mw in self._middleware:
+        for mw in middleware:
             mw.after_task(ctx, outcome, error, duration)
         if outcome is Outcome.ABANDONED:
             return Settle.REQUEUE

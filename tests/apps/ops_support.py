@@ -1,0 +1,101 @@
+"""What the operations tests share: reading a worker's output, probing its endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from broker.health import probe
+from broker.locate import free_port
+
+__all__ = ["Output", "events", "free_port", "ledger", "metric", "scrape", "status", "wait_status"]
+
+
+class Output:
+    """Reads a process's output on a thread, so its pipe never fills and blocks it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.lines: list[str] = []
+        self._stream = proc.stdout
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for raw in self._stream:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def join(self, seconds: float = 5.0) -> None:
+        self._thread.join(seconds)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The lines that are JSON log records."""
+        found = []
+        for line in self.lines:
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    found.append(json.loads(line))
+        return found
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def ledger(path: Path) -> list[tuple[str, str, bool]]:
+    """``(event, task id, redelivered)`` lines written by tests.apps.ops_app."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        event, task_id, redelivered = line.split()
+        rows.append((event, task_id, redelivered == "1"))
+    return rows
+
+
+def events(path: Path) -> Counter[str]:
+    return Counter(event for event, _, _ in ledger(path))
+
+
+async def status(port: int, path: str) -> int | None:
+    """The endpoint's HTTP status, or None if nothing answers."""
+    try:
+        code, _ = await probe("127.0.0.1", port, path, 2.0)
+    except (OSError, TimeoutError):
+        return None
+    return code
+
+
+async def wait_status(port: int, path: str, expected: int, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    last: int | None = None
+    while time.monotonic() < deadline:
+        last = await status(port, path)
+        if last == expected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{path} on port {port} answered {last}, not {expected}, in {within} s")
+
+
+async def scrape(port: int) -> str:
+    code, body = await probe("127.0.0.1", port, "/metrics", 5.0)
+    assert code == 200
+    return body.decode()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in an exposition (0 if absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0

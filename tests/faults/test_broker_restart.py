@@ -1,0 +1,128 @@
+"""A broker restart under a running worker and a steady producer loses nothing.
+
+The node is our own (LocalNode): stopped and started again with its data, on the
+same port. The worker is not restarted; it reconnects and consumes again by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from broker import App, NotConfirmed
+from broker.locate import LocalNode
+from tests.apps.ops_app import Sleep, slow
+from tests.apps.ops_support import (
+    Output,
+    events,
+    free_port,
+    ledger,
+    metric,
+    scrape,
+    status,
+    wait_status,
+)
+from tests.helpers import wait_for
+
+pytestmark = [
+    pytest.mark.slow,
+    # LocalNode.start leaves its log file handle to the garbage collector.
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in.*stdout.log:pytest.PytestUnraisableExceptionWarning"
+    ),
+]
+
+
+@pytest.fixture
+def node() -> object:
+    node = LocalNode().start()
+    yield node
+    node.destroy()
+
+
+async def test_worker_and_producer_ride_out_a_broker_restart(
+    node: LocalNode,
+    namespace: str,
+    spawn_worker: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger"
+    port = free_port()
+    worker = spawn_worker(
+        "tests.apps.ops_app:app",
+        "--health-port",
+        str(port),
+        "--concurrency",
+        "8",
+        env={"LEVERET_URL": node.url, "OPS_LEDGER": str(path)},
+    )
+    output = Output(worker)
+    await wait_status(port, "/readyz", 200)
+
+    producer = App(url=node.url, namespace=namespace, publish_deadline=60.0)
+    producer.add(slow)
+    impatient = App(url=node.url, namespace=namespace, publish_deadline=2.0)
+    impatient.add(slow)
+    confirmed: list[str] = []
+    failed: list[BaseException] = []
+    readiness: list[int | None] = []
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        while not stop.is_set():
+            try:
+                confirmed.append(await producer.send(slow, Sleep(seconds=0.01)))
+            except NotConfirmed as exc:
+                failed.append(exc)
+            await asyncio.sleep(0.02)
+
+    async def watch_readiness() -> None:
+        while not stop.is_set():
+            code = await status(port, "/readyz")
+            if not readiness or readiness[-1] != code:
+                readiness.append(code)
+            await asyncio.sleep(0.1)
+
+    try:
+        await impatient.send(slow, Sleep(seconds=0))  # connected and declared
+        tasks = [asyncio.create_task(produce()), asyncio.create_task(watch_readiness())]
+        await wait_for(lambda: events(tmp_path / "ledger")["done"] >= 20)
+
+        await asyncio.to_thread(node.stop)
+        started = time.monotonic()
+        with pytest.raises(NotConfirmed):
+            await impatient.send(slow, Sleep(seconds=0))
+        assert time.monotonic() - started < 15, "a send gives up at its deadline"
+        await asyncio.to_thread(node.start)
+
+        await wait_status(port, "/readyz", 200, within=60)
+        count = len(confirmed)
+        await wait_for(lambda: len(confirmed) >= count + 20, timeout=30)
+        stop.set()
+        await asyncio.gather(*tasks)
+
+        def processed() -> set[str]:
+            return {task_id for event, task_id, _ in ledger(path) if event == "done"}
+
+        await wait_for(lambda: set(confirmed) <= processed(), timeout=60)
+    finally:
+        stop.set()
+        await producer.close()
+        await impatient.close()
+
+    assert worker.poll() is None, "the worker needed no restart:\n" + output.text
+    assert readiness[0] == 200
+    assert 503 in readiness, f"/readyz went unready during the outage: {readiness}"
+    assert readiness[-1] == 200
+    assert not failed, f"sends raised although the deadline outlasted the outage: {failed}"
+    assert any("reconnect" in line or "connecting to" in line for line in output.lines)
+    assert "guest:guest" not in output.text
+    assert metric(await scrape(port), "leveret_reconnects_total") >= 1
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 30) == 0

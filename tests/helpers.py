@@ -13,7 +13,7 @@ from broker import App, Worker
 
 async def wait_for(
     predicate: Callable[[], bool],
-    timeout: float = 20.0,  # noqa: ASYNC109 - a polling deadline, not a cancel scope
+    timeout: float = 20.0,
     every: float = 0.02,
 ) -> None:
     """Poll until ``predicate()`` holds; fail the test with a clear message if it never does."""

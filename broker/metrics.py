@@ -228,23 +228,25 @@ class _WorkerState(Collector):
         )
         yield reconnects
         worker = self.worker
-        if worker is None:
-            return
         in_progress = GaugeMetricFamily(
             "leveret_tasks_in_progress",
             "Deliveries being processed now.",
             labels=["queue"],
         )
-        for queue in worker.queues:
-            consumer = worker.consumers.get(queue)
-            acker = consumer.acker if consumer is not None else None
-            in_progress.add_metric([queue], acker.in_flight if acker is not None else 0)
-        yield in_progress
-        yield GaugeMetricFamily(
+        ready = GaugeMetricFamily(
             "leveret_worker_ready",
             "1 when connected and consuming every queue, else 0.",
-            value=1 if worker.ready else 0,
+            labels=[],
         )
+        # A process that only sends declares the families with no samples.
+        if worker is not None:
+            for queue in worker.queues:
+                consumer = worker.consumers.get(queue)
+                acker = consumer.acker if consumer is not None else None
+                in_progress.add_metric([queue], acker.in_flight if acker is not None else 0)
+            ready.add_metric([], 1 if worker.ready else 0)
+        yield in_progress
+        yield ready
 
 
 def merge(expositions: Iterable[str]) -> bytes:

@@ -156,6 +156,11 @@ def _metrics_of(module: ModuleType) -> dict[str, Metric]:
             continue
         registry = CollectorRegistry()
         instance = value(registry=registry)
+        install = getattr(instance, "install", None)
+        if callable(install):  # scrape-time collectors register when installed on an app
+            from broker import App
+
+            install(App())
         for attr in vars(instance).values():
             if isinstance(attr, MetricWrapperBase):
                 add_wrapper(attr)

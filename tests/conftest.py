@@ -17,6 +17,7 @@ import pytest
 from broker import App, Settings
 from broker.locate import Found, find_broker
 from broker.topology import Topology
+from tests.helpers import Output
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,6 +89,7 @@ def spawn_worker(amqp_url: str, namespace: str) -> Iterator[Callable[..., subpro
             stderr=subprocess.STDOUT,
         )
         procs.append(proc)
+        Output(proc)  # drain its output, or a chatty worker blocks on a full pipe
         return proc
 
     yield spawn
@@ -96,5 +98,6 @@ def spawn_worker(amqp_url: str, namespace: str) -> Iterator[Callable[..., subpro
             proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
+        Output(proc).join()
         if proc.stdout is not None:
             proc.stdout.close()

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
+import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar
 
 import aio_pika
 
@@ -51,3 +56,50 @@ async def dead_letters(app: App, queue: str, count: int) -> list[aio_pika.Incomi
             if len(found) == count:
                 break
     return found
+
+
+class Output:
+    """Reads a process's output on a thread, so its pipe never fills and blocks it.
+
+    One reader per process: ``Output(proc)`` returns the reader already attached.
+    """
+
+    _readers: ClassVar[weakref.WeakKeyDictionary[subprocess.Popen[bytes], Output]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __new__(cls, proc: subprocess.Popen[bytes]) -> Output:
+        reader = cls._readers.get(proc)
+        if reader is None:
+            reader = super().__new__(cls)
+            cls._readers[proc] = reader
+        return reader
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        if hasattr(self, "_thread"):
+            return
+        assert proc.stdout is not None
+        self.lines: list[str] = []
+        self._stream = proc.stdout
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for raw in self._stream:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def join(self, seconds: float = 5.0) -> None:
+        self._thread.join(seconds)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The lines that are JSON log records."""
+        found = []
+        for line in self.lines:
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    found.append(json.loads(line))
+        return found
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)

@@ -3,50 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from broker.health import probe
 from broker.locate import free_port
+from tests.helpers import Output
 
 __all__ = ["Output", "events", "free_port", "ledger", "metric", "scrape", "status", "wait_status"]
-
-
-class Output:
-    """Reads a process's output on a thread, so its pipe never fills and blocks it."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
-        self.lines: list[str] = []
-        self._stream = proc.stdout
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        for raw in self._stream:
-            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-
-    def join(self, seconds: float = 5.0) -> None:
-        self._thread.join(seconds)
-
-    def records(self) -> list[dict[str, Any]]:
-        """The lines that are JSON log records."""
-        found = []
-        for line in self.lines:
-            if line.startswith("{"):
-                with contextlib.suppress(json.JSONDecodeError):
-                    found.append(json.loads(line))
-        return found
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 def ledger(path: Path) -> list[tuple[str, str, bool]]:

@@ -6,11 +6,11 @@ import argparse
 import logging
 import sys
 
-from broker.cli import tasks, worker
+from broker.cli import dlq, tasks, worker
 from broker.cli.common import console
 from broker.errors import LeveretError
 
-COMMANDS = (worker, tasks)
+COMMANDS = (worker, tasks, dlq)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -45,6 +45,8 @@ DEATH_HEADERS = (
     message.LAST_ERROR,
 )
 
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
 #: Each entry of ``leveret-previous-errors`` is cut to this many characters, so that
 #: twenty of them still fit in one AMQP header frame beside a traceback.
 MAX_PREVIOUS_ERROR_CHARS = 500
@@ -201,11 +203,9 @@ class DeadLetter:
         headers[message.PUBLISHED_AT] = now_ms
         headers.setdefault(message.ENQUEUED_AT, now_ms)
         props = properties_dict(self.properties)
-        for dropped in ("expiration", "user_id", "cluster_id"):
-            # An expiration would expire the copy; the broker checks user_id against us.
-            props.pop(dropped, None)
+        props.pop("expiration", None)  # it would expire the copy in the work queue
         props["delivery_mode"] = message.PERSISTENT
-        return ExactProperties(headers=headers, **props)
+        return publishable(props, headers, user=None)
 
     def kept_properties(self, user: str | None) -> ExactProperties:
         """Properties of the copy put back at the tail of the dead-letter queue.
@@ -229,9 +229,16 @@ class DeadLetter:
 def publishable(
     props: dict[str, Any], headers: dict[str, Any], user: str | None
 ) -> ExactProperties:
-    """Properties RabbitMQ accepts from us: no cluster_id, user_id only if it is ours."""
+    """Properties RabbitMQ accepts from us.
+
+    No cluster_id (deprecated, refused), user_id only if it is ours (the broker checks
+    it), and no direct reply-to address: that pseudo-queue lived on its requester's
+    channel, long gone, and publishing to it closes ours.
+    """
     props = dict(props)
     props.pop("cluster_id", None)
+    if str(props.get("reply_to") or "").startswith(DIRECT_REPLY_TO):
+        props.pop("reply_to")
     if props.get("user_id") is not None and props["user_id"] != user:
         props.pop("user_id")
     if props.get("delivery_mode") not in (None, 1, 2):

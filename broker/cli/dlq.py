@@ -229,7 +229,7 @@ def run_list(args: argparse.Namespace) -> int:
         out.print(table)
     shown = f"{len(rows):,} of {matching:,}" if len(rows) < matching else f"{matching:,}"
     console.print(
-        f"{shown} dead letters matching {escape(where.describe())}"
+        f"{shown} dead letter{'' if matching == 1 else 's'} matching {escape(where.describe())}"
         + ("; --limit 0 shows all" if len(rows) < matching else "")
     )
     return 0
@@ -257,7 +257,7 @@ def run_summary(args: argparse.Namespace) -> int:
     if groups:
         out.print(table)
     total = sum(g.count for g in groups)
-    console.print(f"{total:,} dead letters matching {escape(where.describe())}")
+    console.print(f"{_letters(total)} matching {escape(where.describe())}")
     return 0
 
 
@@ -302,6 +302,7 @@ def _print_letter(letter: DeadLetter) -> None:
         ("replays", str(letter.replays)),
         ("failed", _when(letter.failed_at)),
         ("worker", letter.worker or "-"),
+        ("from queue", letter.origin_queue or "-"),
     ]
     rows += [(f"earlier error {i}", e) for i, e in enumerate(letter.previous_errors, 1)]
     for name, value in rows:
@@ -361,16 +362,20 @@ class _Bars:
         self.progress.update(task, completed=report.scanned, done=done)
 
 
+def _letters(count: int) -> str:
+    return f"{count:,} dead letter{'' if count == 1 else 's'}"
+
+
 def _print_report(report: Report, verb: str) -> int:
     kept = report.kept
     if report.dry_run:
         console.print(
-            f"would {report.action} {report.matched:,} of {report.total:,} dead letters "
+            f"would {report.action} {report.matched:,} of {_letters(report.total)} "
             f"({', '.join(f'{q.queue}: {q.matched:,}' for q in report.queues) or 'none'})"
         )
     else:
         console.print(
-            f"{verb} {report.moved:,} dead letters; {kept:,} others left in the dead-letter "
+            f"{verb} {_letters(report.moved)}; {kept:,} others left in the dead-letter "
             f"queue{'s' if len(report.queues) > 1 else ''}"
         )
     for error in report.errors:
@@ -451,7 +456,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     count = _run(args, export)
     where_to = "standard output" if args.file == "-" else args.file
-    console.print(f"exported {count:,} dead letters to {escape(where_to)}")
+    console.print(f"exported {_letters(count)} to {escape(where_to)}")
     return 0
 
 
@@ -477,7 +482,7 @@ def run_import(args: argparse.Namespace) -> int:
     report = _run(args, load)
     per_queue = ", ".join(f"{q}: {n:,}" for q, n in report.queues.items()) or "none"
     if report.dry_run:
-        console.print(f"{report.lines:,} dead letters can be imported ({per_queue})")
+        console.print(f"{_letters(report.lines)} can be imported ({per_queue})")
     else:
-        console.print(f"imported {report.published:,} dead letters ({per_queue})")
+        console.print(f"imported {_letters(report.published)} ({per_queue})")
     return 0

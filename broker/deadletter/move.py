@@ -97,7 +97,7 @@ class Mover:
         user: str | None,
         limit: int | None = None,
         rate: float | None = None,
-        prefetch: int = 200,
+        prefetch: int = 500,
         on_progress: Callable[[MoveReport], None] | None = None,
     ) -> None:
         self.report = MoveReport(queue)

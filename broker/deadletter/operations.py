@@ -141,7 +141,7 @@ def _user_of(url: str) -> str:
 class DeadLetters:
     """The dead-letter queues of one namespace, as an operator works with them."""
 
-    def __init__(self, source: App | Settings | None = None, *, prefetch: int = 200) -> None:
+    def __init__(self, source: App | Settings | None = None, *, prefetch: int = 500) -> None:
         if isinstance(source, App):
             self.settings = source.settings
             self._connector = source.connector

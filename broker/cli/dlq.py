@@ -91,12 +91,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     load = sub.add_parser("import", help="publish the dead letters of an export file")
     load.add_argument("file", help="a file written by `dlq export` ('-' for standard input)")
-    _common(load, filters=False)
+    _common(load, filters=False, queue_help="import into this queue's dead letters instead")
     load.add_argument("--dry-run", action="store_true", help="check the file, publish nothing")
     load.set_defaults(run=run_import)
 
 
-def _common(parser: argparse.ArgumentParser, *, filters: bool) -> None:
+def _common(
+    parser: argparse.ArgumentParser,
+    *,
+    filters: bool,
+    queue_help: str = "a work queue whose dead letters to use (repeat, or comma-separate)",
+) -> None:
     parser.add_argument(
         "--app",
         metavar="MODULE:APP",
@@ -107,20 +112,27 @@ def _common(parser: argparse.ArgumentParser, *, filters: bool) -> None:
         "--queue",
         "-q",
         action="append",
-        help="a queue (repeat, or comma-separate); import: the queue to import into",
+        help=queue_help,
     )
     if not filters:
         return
     group = parser.add_argument_group("filters (all must hold)")
-    group.add_argument("--task", action="append", help="task name; wildcards: 'emails.*'")
     group.add_argument(
-        "--error-type", action="append", help="exception class, short or dotted; wildcards"
+        "--task", action="append", metavar="PATTERN", help="task name; wildcards: 'emails.*'"
     )
-    group.add_argument("--match", help="text in the error type or message (any case)")
+    group.add_argument(
+        "--error-type",
+        action="append",
+        metavar="PATTERN",
+        help="exception class, short or dotted; wildcards",
+    )
+    group.add_argument(
+        "--match", metavar="TEXT", help="text in the error type or message (any case)"
+    )
     group.add_argument(
         "--reason", action="append", help="exhausted, permanent, delivery-limit, malformed, ..."
     )
-    group.add_argument("--id", action="append", help="task id, or the start of one")
+    group.add_argument("--id", action="append", metavar="ID", help="task id, or the start of one")
     group.add_argument("--older-than", metavar="AGE", help="died before: 2h, 3d, or an ISO time")
     group.add_argument("--newer-than", metavar="AGE", help="died after: 15m, 1d, or an ISO time")
 

@@ -54,6 +54,9 @@ PROPERTY_NAMES = (
 )
 _INT_PROPERTIES = frozenset({"delivery_mode", "priority"})
 
+#: Headers about one delivery of a copy, not about the message: not exported.
+DELIVERY_STATE = frozenset({"x-delivery-count"})
+
 _TAGS = ("$bytes", "$float", "$decimal", "$datetime", "$table")
 
 
@@ -141,7 +144,9 @@ def dumps(queue: str, body: bytes, props: Basic.Properties) -> str:
         "queue": queue,
         "body": base64.b64encode(body).decode("ascii"),
         "properties": {k: to_json(v) for k, v in properties_dict(props).items()},
-        "headers": {str(k): to_json(v) for k, v in (props.headers or {}).items()},
+        "headers": {
+            str(k): to_json(v) for k, v in (props.headers or {}).items() if k not in DELIVERY_STATE
+        },
     }
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 

@@ -45,6 +45,7 @@ def letters(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900 if FULL else 120)
 async def test_filtered_replay_of_many_stays_small_and_ends(make_app: Callable[..., App]) -> None:
     app = make_app()
     retry_me = Task("jobs.retry_me", Job, queue="jobs")

@@ -296,7 +296,6 @@ async def test_delivery_limit_dead_letters_from_a_quorum_queue(make_app) -> None
             await channel.basic_nack(delivered.delivery.delivery_tag, requeue=True)
     finally:
         await connection.close()
-    await wait_for(lambda: True)
     async with DeadLetters(app) as dead:
 
         async def arrived() -> bool:
@@ -313,8 +312,11 @@ async def test_delivery_limit_dead_letters_from_a_quorum_queue(make_app) -> None
         assert letter.origin_queue == "qq"
         assert letter.failed_at is not None
         assert (await dead.summary())[0].kind == "(delivery-limit)"
+        await fill(app.settings.url, names.dead_queue("qq"), [(b"{}", dead_letter(queue="qq"))])
         report = await dead.replay({"reason": "delivery-limit"})
-        assert report.moved == 1
+        assert (report.moved, report.kept) == (1, 1)
+        (kept,) = await dead.letters()
+        assert kept.reason == "exhausted"
     (delivered,) = await peek(app.settings.url, names.work_queue("qq"))
     headers = delivered.header.properties.headers
     assert "x-death" not in headers

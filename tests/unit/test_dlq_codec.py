@@ -160,3 +160,8 @@ def line(**overrides: Any) -> str:
 def test_bad_lines_say_what_is_wrong(text: str, complaint: str) -> None:
     with pytest.raises(CodecError, match=complaint):
         loads(text)
+
+
+def test_delivery_state_is_not_exported() -> None:
+    props = Basic.Properties(message_id="m", headers={"x-delivery-count": 3, "x-death": []})
+    assert loads(dumps("q", b"", props)).headers == {"x-death": []}

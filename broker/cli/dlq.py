@@ -183,17 +183,20 @@ def _run(args: argparse.Namespace, operation: Callable[[DeadLetters], Awaitable[
 # -- list and summary ---------------------------------------------------------------
 
 
-def _when(moment: datetime | None) -> str:
+def _ago(moment: datetime | None) -> str:
     if moment is None:
         return "-"
     seconds = max((datetime.now(tz=UTC) - moment).total_seconds(), 0)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
-            ago = f"{seconds / size:.0f}{unit} ago"
-            break
-    else:
-        ago = f"{seconds:.0f}s ago"
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} ({ago})"
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} ({_ago(moment)})"
 
 
 def _short(text: str | None, width: int) -> str:
@@ -262,8 +265,8 @@ def run_summary(args: argparse.Namespace) -> int:
             escape(group.task or "-"),
             escape(group.kind),
             escape(", ".join(sorted(group.queues))),
-            _when(group.first),
-            _when(group.last),
+            _ago(group.first),
+            _ago(group.last),
             escape(_short(group.example, 50)),
         )
     if groups:
@@ -370,8 +373,11 @@ class _Bars:
             task = self._tasks[report.queue] = self.progress.add_task(
                 report.queue, total=report.total, done=0
             )
-        done = report.matched if self.verb.startswith("would") else report.moved
-        self.progress.update(task, completed=report.scanned, done=done)
+        if self.verb.startswith("would"):
+            self.progress.update(task, completed=report.scanned, done=report.matched)
+        else:
+            handled = report.moved + report.kept
+            self.progress.update(task, completed=handled, done=report.moved)
 
 
 def _letters(count: int) -> str:

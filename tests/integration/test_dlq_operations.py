@@ -19,6 +19,7 @@ from broker import App, Outcome, Permanent, RetryPolicy, Task, TaskContext, Work
 from broker.deadletter import DeadLetters
 from broker.deadletter.codec import ExactProperties
 from broker.errors import ConfigError, QueueNotFound
+from tests.conftest import delete_namespace
 from tests.dlq_support import dead_letter, fill, ids_in, peek, queue_size
 from tests.helpers import running, wait_for
 
@@ -238,10 +239,14 @@ async def test_export_and_import_are_lossless(make_app, tmp_path: Path) -> None:
     # Into another namespace (another cluster): same messages, same order.
     other = make_app(namespace=f"{app.settings.namespace}x")
     other.queue("jobs")
-    await other.declare()
-    async with DeadLetters(other) as dead:
-        await dead.import_from(first)
-        assert await dead.export_to(second) == 3
+    try:
+        await other.declare()
+        async with DeadLetters(other) as dead:
+            await dead.import_from(first)
+            assert await dead.export_to(second) == 3
+    finally:
+        await other.close()
+        await delete_namespace(url, other.settings, ["jobs"])  # the fixture cleans only its own
     assert first.read_text() == second.read_text()
 
 

@@ -174,8 +174,12 @@ def _run(args: argparse.Namespace, operation: Callable[[DeadLetters], Awaitable[
     source = load_app(args.app) if args.app else None
 
     async def main() -> T:
-        async with DeadLetters(source) as dead:
-            return await operation(dead)
+        try:
+            async with DeadLetters(source) as dead:
+                return await operation(dead)
+        finally:
+            if source is not None:
+                await source.close()
 
     return asyncio.run(main())
 

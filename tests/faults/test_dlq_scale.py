@@ -114,3 +114,45 @@ async def test_filtered_replay_of_many_stays_small_and_ends(make_app: Callable[.
         ("jobs.retry_me", 0): ARRIVING,  # arrived meanwhile: untouched
     }
     assert peak < RSS_LIMIT, f"replay peaked at {peak / 2**20:.0f} MB"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FULL, reason="a measurement: runs with LEVERET_FAULTS_FULL=1")
+async def test_operation_rates(make_app: Callable[..., App]) -> None:
+    """Dead letters a second for each operation, printed (asserts only the counts)."""
+    app = make_app()
+    app.queue("jobs")
+    await app.declare()
+    url, names = app.settings.url, app.producer.names
+    size = 10_000
+    rows = []
+    async with DeadLetters(app) as dead:
+        for name in ("list", "purge everything", "replay all", "replay 1 in 10"):
+            await fill(url, names.dead_queue("jobs"), letters(size))
+            started = time.monotonic()
+            if name == "list":
+                done = len(await dead.letters(limit=None))
+            elif name == "purge everything":
+                done = (await dead.purge()).moved
+            elif name == "replay all":
+                done = (await dead.replay()).moved
+            else:
+                done = (await dead.replay({"task": "jobs.retry_me"})).moved
+            rows.append((name, size / (time.monotonic() - started)))
+            assert done == (size // EVERY if name.endswith("1 in 10") else size)
+            await dead.purge()
+            await purge_queue(url, names.work_queue("jobs"))
+    print(f"\n{size:,} dead letters of ~1.3 KB, classic queues:")
+    for name, rate in rows:
+        print(f"  {name:<18} {rate:>7,.0f} dead letters/s")
+
+
+async def purge_queue(url: str, queue: str) -> None:
+    import aiormq
+
+    connection = await aiormq.connect(url)
+    try:
+        channel = await connection.channel()
+        await channel.queue_purge(queue)
+    finally:
+        await connection.close()

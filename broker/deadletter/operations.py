@@ -17,14 +17,8 @@ are crash-safe (see ``broker.deadletter.move``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import io
-import os
-import sys
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
@@ -37,9 +31,11 @@ from broker.app import App
 from broker.connection import Connector
 from broker.deadletter import codec
 from broker.deadletter.browse import browse, close_channel, open_channel
+from broker.deadletter.files import atomic_output, read_lines, settle, source_name
 from broker.deadletter.filters import Filter
 from broker.deadletter.letter import DeadLetter, publishable
 from broker.deadletter.move import Mover, MoveReport, Target
+from broker.deadletter.reports import Group, ImportReport, Report
 from broker.errors import ConfigError, QueueNotFound
 from broker.publisher import Publisher
 from broker.settings import Settings
@@ -49,89 +45,6 @@ Where = Filter | Mapping[str, Any] | None
 
 #: How many imported messages wait for their confirms at once.
 IMPORT_WINDOW = 256
-
-
-@dataclass
-class Group:
-    """Dead letters of one task that died of one kind of error."""
-
-    task: str | None
-    kind: str
-    count: int = 0
-    queues: set[str] = field(default_factory=set)
-    first: datetime | None = None
-    last: datetime | None = None
-    example: str = ""
-
-    def add(self, letter: DeadLetter) -> None:
-        self.count += 1
-        self.queues.add(letter.queue)
-        when = letter.failed_at
-        if when is not None:
-            if self.first is None or when < self.first:
-                self.first = when
-            if self.last is None or when > self.last:
-                self.last = when
-                self.example = letter.describe()
-        elif not self.example:
-            self.example = letter.describe()
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "error_type": self.kind,
-            "count": self.count,
-            "queues": sorted(self.queues),
-            "first_failed_at": self.first.isoformat() if self.first else None,
-            "last_failed_at": self.last.isoformat() if self.last else None,
-            "example": self.example,
-        }
-
-
-@dataclass
-class Report:
-    """The outcome of a replay or purge, queue by queue."""
-
-    action: str
-    queues: list[MoveReport] = field(default_factory=list)
-    dry_run: bool = False
-
-    def _sum(self, name: str) -> int:
-        return sum(int(getattr(q, name)) for q in self.queues)
-
-    @property
-    def total(self) -> int:
-        return self._sum("total")
-
-    @property
-    def scanned(self) -> int:
-        return self._sum("scanned")
-
-    @property
-    def matched(self) -> int:
-        return self._sum("matched")
-
-    @property
-    def moved(self) -> int:
-        return self._sum("moved")
-
-    @property
-    def kept(self) -> int:
-        return self._sum("kept")
-
-    @property
-    def errors(self) -> list[str]:
-        return [f"{q.queue}: {q.error}" for q in self.queues if q.error]
-
-
-@dataclass
-class ImportReport:
-    """What an import read and published, per dead-letter queue."""
-
-    lines: int = 0
-    published: int = 0
-    queues: dict[str, int] = field(default_factory=dict)
-    dry_run: bool = False
 
 
 def _user_of(url: str) -> str:
@@ -405,7 +318,7 @@ class DeadLetters:
         flt = Filter.coerce(where)
         await self.sizes(flt)  # a missing queue is an error before any file is touched
         count = 0
-        with _output(target) as out:
+        with atomic_output(target) as out:
             async with contextlib.aclosing(self.scan(flt)) as letters:
                 async for letter in letters:
                     out.write(codec.dumps(letter.queue, letter.body, letter.properties))
@@ -429,7 +342,7 @@ class DeadLetters:
         whole file is read and checked before anything is published, so a bad line
         stops the import with nothing sent.
         """
-        lines = _read_lines(source)
+        lines = read_lines(source)
         report = ImportReport(dry_run=dry_run)
         for number, line in enumerate(lines(), 1):
             if not line.strip():
@@ -437,7 +350,7 @@ class DeadLetters:
             try:
                 record = codec.loads(line)
             except codec.CodecError as exc:
-                raise ConfigError(f"{_name(source)} line {number}: {exc}") from None
+                raise ConfigError(f"{source_name(source)} line {number}: {exc}") from None
             destination = queue or record.queue
             report.queues[destination] = report.queues.get(destination, 0) + 1
             report.lines += 1
@@ -453,8 +366,8 @@ class DeadLetters:
             dead_queue = self.names.dead_queue(queue or record.queue)
             pending.append(self._publisher.publish("", dead_queue, record.body, props))
             if len(pending) >= IMPORT_WINDOW:
-                report.published += await _settle(pending, on_progress, report.published)
-        report.published += await _settle(pending, on_progress, report.published)
+                report.published += await settle(pending, on_progress, report.published)
+        report.published += await settle(pending, on_progress, report.published)
         return report
 
 
@@ -467,69 +380,3 @@ def _check_limits(limit: int | None, rate: float | None) -> None:
         raise ConfigError(f"limit must be 0 or more, not {limit}")
     if rate is not None and rate <= 0:
         raise ConfigError(f"rate must be above 0 messages a second, not {rate}")
-
-
-async def _settle(
-    pending: list[Any], on_progress: Callable[[int], None] | None, done_before: int
-) -> int:
-    """Await a window of publishes in order; the first failure stops the import."""
-    done = 0
-    try:
-        results = await asyncio.gather(*pending, return_exceptions=True)
-    finally:
-        pending.clear()
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-        done += 1
-    if on_progress is not None:
-        on_progress(done_before + done)
-    return done
-
-
-def _name(source: str | Path | TextIO) -> str:
-    if isinstance(source, str | Path):
-        return "standard input" if str(source) == "-" else str(source)
-    return getattr(source, "name", "input")
-
-
-def _read_lines(source: str | Path | TextIO) -> Callable[[], Iterator[str]]:
-    """A way to read the input twice: files are reopened, streams buffered."""
-    if isinstance(source, str | Path) and str(source) != "-":
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"no such file: {path}")
-
-        def from_file() -> Iterator[str]:
-            with path.open(encoding="utf-8") as handle:
-                yield from handle
-
-        return from_file
-    stream = sys.stdin if isinstance(source, str | Path) else source
-    buffered = stream.read().splitlines()
-    return lambda: iter(buffered)
-
-
-@contextlib.contextmanager
-def _output(target: str | Path | TextIO) -> Iterator[TextIO]:
-    """A file written in full or not at all (renamed into place at the end)."""
-    if not isinstance(target, str | Path):
-        yield target
-        return
-    if str(target) == "-":
-        yield sys.stdout
-        sys.stdout.flush()
-        return
-    path = Path(target)
-    partial = path.with_name(path.name + ".partial")
-    handle: io.TextIOWrapper = partial.open("w", encoding="utf-8")
-    try:
-        yield handle
-        handle.flush()
-        os.fsync(handle.fileno())
-        handle.close()
-        partial.replace(path)
-    except BaseException:
-        handle.close()
-        partial.unlink(missing_ok=True)
-        raise

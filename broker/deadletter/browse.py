@@ -36,6 +36,8 @@ WINDOW = 500
 IDLE = 2.0
 #: Seconds without progress, while the broker says messages are ready, before giving up.
 STALL = 30.0
+#: Seconds to wait, at most, for a quorum queue to take back what a browse held.
+RETURN_WAIT = 2.0
 
 
 async def open_channel(connection: AbstractConnection) -> AbstractChannel:
@@ -62,9 +64,10 @@ async def browse(
     back when its channel closes.
     """
     channel = await open_channel(connection)
+    total = 0
     try:
         ok = await channel.queue_declare(queue, passive=True)
-        total: int = ok.message_count or 0
+        total = ok.message_count or 0
         inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
         seen = 0
         while seen < total:
@@ -81,6 +84,30 @@ async def browse(
                 seen += 1
                 yield delivered
             await channel.basic_cancel(consumer_tag)
+    finally:
+        await close_channel(channel)
+        if total:
+            await until_returned(connection, queue, total)
+
+
+async def until_returned(connection: AbstractConnection, queue: str, total: int) -> None:
+    """Wait (briefly) until ``queue`` shows ``total`` ready messages again.
+
+    Messages a closed channel held come back to a classic queue before the close
+    completes, to a quorum queue a moment later; an operation started at once (a
+    replay after a listing) would count the queue short and leave some for its next
+    run.
+    """
+    channel = await open_channel(connection)
+    try:
+        deadline = asyncio.get_running_loop().time() + RETURN_WAIT
+        while asyncio.get_running_loop().time() < deadline:
+            ok = await channel.queue_declare(queue, passive=True)
+            if (ok.message_count or 0) >= total:
+                return
+            await asyncio.sleep(0.01)
+    except (aiormq.exceptions.AMQPError, ConnectionError):
+        pass  # gone or unreachable: nothing to wait for
     finally:
         await close_channel(channel)
 

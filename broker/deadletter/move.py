@@ -40,7 +40,7 @@ from aio_pika.abc import AbstractConnection
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
-from broker.deadletter.browse import IDLE, STALL, close_channel, open_channel
+from broker.deadletter.browse import IDLE, STALL, close_channel, open_channel, until_returned
 from broker.deadletter.filters import Filter
 from broker.deadletter.letter import DeadLetter
 from broker.publisher import Publisher
@@ -137,6 +137,8 @@ class Mover:
         finally:
             # Whatever was delivered but not handled goes back to the queue.
             await close_channel(channel)
+        if report.total and not report.error:
+            await until_returned(self._connection, self._dead_queue, report.total - report.moved)
         return report
 
     async def _wait(self, channel: AbstractChannel) -> None:

@@ -10,6 +10,7 @@
     │   ├── PayloadTooLarge    the body is over the size limit
     │   └── BulkPublishError   some of a send_many were not confirmed
     ├── TaskNotFound           no task of that name is registered
+    ├── QueueNotFound          a work or dead-letter queue that does not exist
     ├── TaskTimeout            a task ran past its timeout (counts as a failed attempt)
     └── PayloadInvalid         a payload that fails the task's model
 
@@ -72,6 +73,10 @@ class BulkPublishError(PublishError):
 
 class TaskNotFound(LeveretError):
     """No task is registered under that name."""
+
+
+class QueueNotFound(LeveretError):
+    """A work or dead-letter queue that does not exist on the broker."""
 
 
 class TaskTimeout(LeveretError, TimeoutError):

@@ -6,11 +6,11 @@ import argparse
 import logging
 import sys
 
-from broker.cli import check, tasks, worker
+from broker.cli import check, dlq, tasks, worker
 from broker.cli.common import console
 from broker.errors import LeveretError
 
-COMMANDS = (worker, tasks, check)
+COMMANDS = (worker, tasks, dlq, check)
 
 
 def parser() -> argparse.ArgumentParser:

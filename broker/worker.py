@@ -31,6 +31,7 @@ from pamqp.commands import Basic
 from pydantic import BaseModel, ValidationError
 
 from broker import message, retry
+from broker.amqp_table import ExactProperties
 from broker.app import App
 from broker.connection import CONNECTION_ERRORS, is_open, worker_identity
 from broker.consumer import QueueConsumer, Settle
@@ -432,16 +433,21 @@ def republished(props: Basic.Properties, headers: dict[str, Any]) -> Basic.Prope
     """Properties for a copy we publish: the original's, with new headers.
 
     ``expiration`` is dropped (it would expire the copy in a delay or dead-letter
-    queue) and so is ``user_id`` (the broker checks it against our own user).
+    queue), and so is ``user_id`` (the broker checks it against our own user) and a
+    direct reply-to address (publishing to one that is gone closes the channel).
+    Header values are encoded exactly: a double or a byte string stays what it was.
     """
-    return Basic.Properties(
+    reply_to = props.reply_to
+    if reply_to is not None and reply_to.startswith("amq.rabbitmq.reply-to"):
+        reply_to = None
+    return ExactProperties(
         content_type=props.content_type,
         content_encoding=props.content_encoding,
         headers=headers,
         delivery_mode=message.PERSISTENT,
         priority=props.priority,
         correlation_id=props.correlation_id,
-        reply_to=props.reply_to,
+        reply_to=reply_to,
         message_id=props.message_id,
         timestamp=props.timestamp,
         message_type=props.message_type,

@@ -60,3 +60,30 @@ async def test_each_kind_of_bad_message_is_dead_lettered_with_its_reason(  # typ
     assert sorted(greeted) == sorted(
         [f"before-{i}" for i in range(4)] + [f"after-{i}" for i in range(4)]
     )
+
+
+async def test_foreign_header_values_survive_a_dead_letter_unchanged(make_app) -> None:  # type: ignore[no-untyped-def]
+    from broker.amqp_table import ExactProperties
+
+    app: App = make_app()
+    greet = Task("greet", Greeting, queue="foreign")
+    app.handle(greet)(lambda payload: None)
+    headers = {"ratio": 0.1, "blob": b"\xff\x00", "nested": {"when": 1.5e300}, "tags": [1, "a"]}
+    async with running(Worker(app)):
+        connection = await app.connector.get()
+        raw = await (await connection.channel()).get_underlay_channel()
+        await raw.basic_publish(
+            b'{"name": ""}',
+            exchange=app.producer.names.tasks_exchange,
+            routing_key="foreign",
+            properties=ExactProperties(
+                message_type="greet",
+                message_id="odd-headers",
+                reply_to="amq.rabbitmq.reply-to.g1h2AA",
+                headers=headers,
+            ),
+        )
+        [dead] = await dead_letters(app, "foreign", 1)
+    assert dead.headers[wire.REASON] == "invalid-payload"
+    for key, value in headers.items():
+        assert dead.headers[key] == value, key

@@ -1,0 +1,497 @@
+"""The scenarios: each measures the engine and the raw baseline in the same run.
+
+Each returns rows of the result table. A figure's ratio is the engine's value over
+the baseline's, so > 1 is better for rates and < 1 for latencies and memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aio_pika
+
+from bench import apps, raw
+from bench.harness import BenchError, Harness, Report, WorkerProc
+
+
+@dataclass(frozen=True)
+class Sizes:
+    one_by_one: int = 3000
+    bulk: int = 30000
+    drain: int = 30000
+    end_to_end: int = 20000
+    latency: int = 2000
+    latency_rate: float = 200.0
+    retry: int = 6000
+    delays: int = 10000
+    delay_max: float = 10.0
+    delay_rate: float = 250.0
+    scale: int = 30000
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    one_by_one=500,
+    bulk=4000,
+    drain=5000,
+    end_to_end=3000,
+    latency=300,
+    retry=1000,
+    delays=1000,
+    delay_max=3.0,
+    delay_rate=250.0,
+    scale=5000,
+)
+
+
+@dataclass
+class Row:
+    scenario: str
+    metric: str
+    unit: str
+    ours: float | None
+    raw: float | None
+    better: str = "higher"  # or "lower"
+    target: float | None = None  # ratio to reach (>= if higher, <= if lower)
+    note: str = ""
+    limit: float | None = None  # an absolute bound on ``ours`` where there is no baseline
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ours is None or not self.raw:
+            return None
+        return self.ours / self.raw
+
+    @property
+    def met(self) -> bool | None:
+        if self.limit is not None and self.ours is not None:
+            return self.ours >= self.limit if self.better == "higher" else self.ours <= self.limit
+        ratio = self.ratio
+        if ratio is None or self.target is None:
+            return None
+        return ratio >= self.target if self.better == "higher" else ratio <= self.target
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _rate(count: int, start: float, end: float) -> float:
+    return count / (end - start) if end > start else float("nan")
+
+
+# -- publishing (in this process) ----------------------------------------------------
+
+
+async def _raw_exchange(h: Harness) -> tuple[aio_pika.abc.AbstractConnection, aio_pika.Exchange]:
+    connection = await aio_pika.connect(h.url)
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(h.names.tasks_exchange, ensure=False)
+    return connection, exchange  # type: ignore[return-value]
+
+
+async def _timed(run: Callable[[], Awaitable[object]]) -> float:
+    started = time.perf_counter()
+    await run()
+    return time.perf_counter() - started
+
+
+async def publishing(h: Harness, s: Sizes) -> list[Row]:
+    """One at a time, many concurrent sends, and bulk: ours against raw aio-pika."""
+    jobs = [apps.Job(n=i) for i in range(max(s.one_by_one, s.bulk))]
+    bodies = [j.model_dump_json().encode() for j in jobs]
+    connection, exchange = await _raw_exchange(h)
+    try:
+        await raw.publish_one_by_one(exchange, "work", bodies[:10])  # warm up both
+        for job in jobs[:10]:
+            await h.app.send(apps.noop, job)
+
+        async def ours_one() -> None:
+            for job in jobs[: s.one_by_one]:
+                await h.app.send(apps.noop, job)
+
+        async def ours_concurrent() -> None:
+            senders = 64
+            per = s.bulk // senders
+
+            async def sender(k: int) -> None:
+                for job in jobs[k * per : (k + 1) * per]:
+                    await h.app.send(apps.noop, job)
+
+            await asyncio.gather(*(sender(k) for k in range(senders)))
+
+        one_bodies = bodies[: s.one_by_one]
+        raw_one = await _timed(lambda: raw.publish_one_by_one(exchange, "work", one_bodies))
+        await h.purge("work")
+        our_one = await _timed(ours_one)
+        await h.purge("work")
+        raw_bulk = await _timed(lambda: raw.publish_pipelined(exchange, "work", bodies[: s.bulk]))
+        await h.purge("work")
+        our_bulk = await _timed(lambda: h.app.send_many(apps.noop, jobs[: s.bulk]))
+        await h.purge("work")
+        per = s.bulk // 64 * 64
+        our_conc = await _timed(ours_concurrent)
+        await h.purge("work")
+    finally:
+        await connection.close()
+    return [
+        Row(
+            "publish, one at a time",
+            "await send() in a loop",
+            "tasks/s",
+            s.one_by_one / our_one,
+            s.one_by_one / raw_one,
+            target=0.9,
+        ),
+        Row(
+            "publish, bulk",
+            "send_many (window 1000)",
+            "tasks/s",
+            s.bulk / our_bulk,
+            s.bulk / raw_bulk,
+            target=1.0,
+        ),
+        Row(
+            "publish, concurrent",
+            "64 tasks each awaiting send()",
+            "tasks/s",
+            per / our_conc,
+            s.bulk / raw_bulk,
+            note="vs raw pipelined",
+        ),
+    ]
+
+
+# -- draining (worker processes) ----------------------------------------------------
+
+
+async def _drain(
+    h: Harness,
+    kind: str,
+    queue: str,
+    task: object,
+    count: int,
+    concurrency: int,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+) -> tuple[float, list[Report]]:
+    """Pre-publish ``count`` tasks, start the workers, open the gate: tasks/s until done."""
+    h.reset_probe(gate=True)
+    await h.fill(task, count)  # type: ignore[arg-type]
+    procs = [h.spawn(kind, queue, concurrency, slot=i, env=env) for i in range(workers)]
+    try:
+        await h.wait_consumers(queue, workers, procs)
+        opened = h.open_gate()
+        slots = await h.wait_count(count, procs, 60 + count / 200)
+        last = max(s[2] for s in slots)
+    finally:
+        reports = await h.stop(procs)
+    left, _ = await h.depth(queue)
+    if left:
+        raise BenchError(f"{left} tasks left on {queue} after the drain: not all were acked")
+    return _rate(count, opened, last), reports
+
+
+async def drain(h: Harness, s: Sizes) -> list[Row]:
+    rows: list[Row] = []
+    memory: list[Row] = []
+    for concurrency in (32, 256):
+        raw_rate, (raw_rep,) = await _drain(h, "raw", "work", apps.noop, s.drain, concurrency)
+        our_rate, (our_rep,) = await _drain(h, "leveret", "work", apps.noop, s.drain, concurrency)
+        rows.append(
+            Row(
+                "drain",
+                f"{s.drain} no-op tasks, concurrency {concurrency}",
+                "tasks/s",
+                our_rate,
+                raw_rate,
+                target=1.5,
+            )
+        )
+        rows.append(
+            Row(
+                "drain",
+                f"CPU per 1000 tasks, concurrency {concurrency}",
+                "ms",
+                our_rep.cpu_s * 1e6 / s.drain,
+                raw_rep.cpu_s * 1e6 / s.drain,
+                better="lower",
+                note="whole process, start-up included",
+            )
+        )
+        memory.append(
+            Row(
+                "memory",
+                f"worker peak RSS, drain at concurrency {concurrency}",
+                "MB",
+                our_rep.rss_peak_mb,
+                raw_rep.rss_peak_mb,
+                better="lower",
+                target=1.5 if concurrency == 256 else None,
+            )
+        )
+    h.last_drain_256 = rows[2].ours  # type: ignore[attr-defined]
+    return rows + memory
+
+
+async def observed(h: Harness, s: Sizes) -> list[Row]:
+    """Drain with metrics, JSON logs and Sentry on, against the bare engine."""
+    metric = "drain at concurrency 256 with metrics, JSON logs, Sentry; vs bare"
+    if apps.observability() is None:
+        return [
+            Row(
+                "observability on",
+                metric,
+                "tasks/s",
+                None,
+                None,
+                target=0.85,
+                note="n/a: broker.metrics / logs / sentry not on this revision",
+            )
+        ]
+    bare, _ = await _drain(h, "leveret", "work", apps.noop, s.drain, 256)
+    on, _ = await _drain(h, "leveret", "work", apps.noop, s.drain, 256, env={"BENCH_OBSERVE": "1"})
+    return [
+        Row(
+            "observability on",
+            metric,
+            "tasks/s",
+            on,
+            bare,
+            target=0.85,
+            note="ratio is to the bare engine",
+        )
+    ]
+
+
+async def scale_out(h: Harness, s: Sizes) -> list[Row]:
+    results: dict[tuple[str, int], float] = {}
+    dupes: list[str] = []
+    for workers in (1, 2):
+        for kind in ("raw", "leveret"):
+            rate, reports = await _drain(
+                h, kind, "work", apps.noop, s.scale, 256, workers, env={"BENCH_IDS": "1"}
+            )
+            results[kind, workers] = rate
+            ids = [i for r in reports for i in r.ids]
+            if len(ids) != s.scale or len(set(ids)) != s.scale:
+                dupes.append(f"{kind}x{workers}: {len(ids)} runs of {len(set(ids))} tasks")
+    note = "no task run twice" if not dupes else "DUPLICATES: " + "; ".join(dupes)
+    return [
+        Row(
+            "scale-out",
+            "1 worker process, concurrency 256",
+            "tasks/s",
+            results["leveret", 1],
+            results["raw", 1],
+            note=note,
+        ),
+        Row(
+            "scale-out",
+            "2 worker processes, concurrency 256",
+            "tasks/s",
+            results["leveret", 2],
+            results["raw", 2],
+            note=note,
+        ),
+    ]
+
+
+async def retry_path(h: Harness, s: Sizes) -> list[Row]:
+    """Tasks that fail once, go through delay level 0 (10 ms), then succeed."""
+    rates = {}
+    for kind in ("raw", "leveret"):
+        h.reset_probe(gate=True)
+        await h.fill(apps.flaky, s.retry)
+        procs = [h.spawn(kind, "retry", 256)]
+        try:
+            await h.wait_consumers("retry", 1, procs)
+            opened = h.open_gate()
+            slots = await h.wait_count(2 * s.retry, procs, 60 + s.retry / 100)
+        finally:
+            await h.stop(procs)
+        rates[kind] = _rate(s.retry, opened, slots[0][2])
+    return [
+        Row(
+            "retry path",
+            f"{s.retry} tasks failing once, retried via delay level 0",
+            "tasks/s",
+            rates["leveret"],
+            rates["raw"],
+            target=1.0,
+        )
+    ]
+
+
+# -- producer and worker at once ----------------------------------------------------
+
+
+async def _with_worker(
+    h: Harness,
+    kind: str,
+    queue: str,
+    concurrency: int,
+    produce: Callable[[], Awaitable[object]],
+    expect: int,
+    limit: float,
+) -> tuple[float, list[Report], list[tuple[int, float, float]]]:
+    h.reset_probe(gate=False)
+    procs: list[WorkerProc] = [h.spawn(kind, queue, concurrency)]
+    try:
+        await h.wait_consumers(queue, 1, procs)
+        started = time.time()
+        await produce()
+        slots = await h.wait_count(expect, procs, limit)
+    finally:
+        reports = await h.stop(procs)
+    return started, reports, slots
+
+
+async def end_to_end(h: Harness, s: Sizes) -> list[Row]:
+    n = s.end_to_end
+    jobs = [apps.Job(n=i) for i in range(n)]
+    bodies = [j.model_dump_json().encode() for j in jobs]
+    connection, exchange = await _raw_exchange(h)
+    try:
+        t0, _, slots = await _with_worker(
+            h,
+            "raw",
+            "work",
+            256,
+            lambda: raw.publish_pipelined(exchange, "work", bodies),
+            n,
+            60 + n / 200,
+        )
+        raw_rate = _rate(n, t0, slots[0][2])
+        t0, _, slots = await _with_worker(
+            h, "leveret", "work", 256, lambda: h.app.send_many(apps.noop, jobs), n, 60 + n / 200
+        )
+        our_rate = _rate(n, t0, slots[0][2])
+    finally:
+        await connection.close()
+    return [
+        Row(
+            "end to end",
+            f"{n} tasks: send_many and one worker (256) at once",
+            "tasks/s",
+            our_rate,
+            raw_rate,
+            target=1.0,
+        )
+    ]
+
+
+async def _paced(rate: float, count: int, send: Callable[[int], Awaitable[object]]) -> None:
+    """Start ``send(i)`` at ``rate`` per second without waiting for each to finish."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    pending: set[asyncio.Task[object]] = set()
+    for i in range(count):
+        wait = start + i / rate - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        task = asyncio.ensure_future(send(i))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.gather(*pending)
+
+
+async def latency(h: Harness, s: Sizes) -> list[Row]:
+    n, rate = s.latency, s.latency_rate
+    connection, channel_exchange = await _raw_exchange(h)
+    try:
+
+        async def raw_send(i: int) -> None:
+            body = apps.Job(n=i, at=time.time()).model_dump_json().encode()
+            await channel_exchange.publish(
+                raw.message("bench.stamped", body), "latency", mandatory=True
+            )
+
+        async def our_send(i: int) -> None:
+            await h.app.send(apps.stamped, apps.Job(n=i, at=time.time()))
+
+        _, (raw_rep,), _ = await _with_worker(
+            h, "raw", "latency", 32, lambda: _paced(rate, n, raw_send), n, 60 + n / rate
+        )
+        _, (our_rep,), _ = await _with_worker(
+            h, "leveret", "latency", 32, lambda: _paced(rate, n, our_send), n, 60 + n / rate
+        )
+    finally:
+        await connection.close()
+    what = f"publish to handler start at {rate:.0f}/s"
+    rows = []
+    for label, q, target in (("p50", 0.5, 1.3), ("p99", 0.99, 1.5), ("max", 1.0, None)):
+        rows.append(
+            Row(
+                "latency",
+                f"{what}, {label}",
+                "ms",
+                percentile(our_rep.samples, q) * 1000,
+                percentile(raw_rep.samples, q) * 1000,
+                better="lower",
+                target=target,
+            )
+        )
+    return rows
+
+
+async def delays(h: Harness, s: Sizes) -> list[Row]:
+    """Random delays through the delay ladder: how late, and never early."""
+    n, rate, top = s.delays, s.delay_rate, s.delay_max
+    rng = random.Random(7)
+    wanted = [rng.uniform(0, top) for _ in range(n)]
+
+    async def send(i: int) -> None:
+        due = time.time() + wanted[i]
+        await h.app.send(apps.delayed, apps.Job(n=i, at=due), delay=wanted[i])
+
+    _, (rep,), _ = await _with_worker(
+        h, "leveret", "delays", 256, lambda: _paced(rate, n, send), n, 60 + top + n / rate
+    )
+    late = rep.samples
+    early = sum(1 for x in late if x < 0)
+    what = f"{n} sends at {rate:.0f}/s, delays 0-{top:.0f} s"
+    note = "none early" if early == 0 else f"{early} EARLY"
+    return [
+        Row(
+            "delays",
+            f"{what}: lateness p50",
+            "ms",
+            percentile(late, 0.5) * 1000,
+            None,
+            better="lower",
+            note=note,
+            limit=None if early == 0 else -1.0,
+        ),
+        Row(
+            "delays",
+            f"{what}: lateness p99",
+            "ms",
+            percentile(late, 0.99) * 1000,
+            None,
+            better="lower",
+            limit=100.0,
+        ),
+        Row("delays", f"{what}: lateness max", "ms", max(late) * 1000, None, better="lower"),
+    ]
+
+
+SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
+    "publish": publishing,
+    "drain": drain,
+    "end-to-end": end_to_end,
+    "latency": latency,
+    "retry": retry_path,
+    "delays": delays,
+    "scale-out": scale_out,
+    "observability": observed,
+}

@@ -186,7 +186,7 @@ class Publisher:
                 raise self._unroutable(exchange, routing_key) from None
             except RETRYABLE as exc:
                 _reraise_if_cancelled(exc)
-        await self._publish_retrying(exchange, routing_key, body, properties, deadline)
+        await self._publish_retrying(exchange, routing_key, body, properties, deadline, channel)
 
     async def _publish_retrying(
         self,
@@ -195,6 +195,7 @@ class Publisher:
         body: bytes,
         properties: Basic.Properties,
         deadline: float | None,
+        failed: AbstractChannel | None,
     ) -> None:
         budget = self._settings.publish_deadline if deadline is None else deadline
         until = time.monotonic() + budget
@@ -202,8 +203,12 @@ class Publisher:
         last: BaseException | None = None
         while True:
             attempt += 1
-            # The first failure may have been on a stale channel: always start afresh.
-            self._drop(self._channel)
+            # Start afresh, but drop only the channel that failed: other sends may already
+            # be confirming on a new one that a concurrent retry opened. (Dropping whatever
+            # was current made one lost channel at 1,500 sends/s cascade into tens of
+            # thousands of retries and a closed connection.)
+            self._drop(failed)
+            failed = None
             channel: AbstractChannel | None = None
             try:
                 channel = await self._open_channel(until)

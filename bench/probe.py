@@ -33,6 +33,16 @@ def read(path: Path) -> list[tuple[int, float, float]]:
     return [SLOT.unpack_from(data, i * SLOT.size) for i in range(SLOTS)]
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Not ``ru_maxrss``: Linux carries that across exec, so a
+    worker spawned by a big parent would report the parent's peak."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class Probe:
     """Counts handler starts of one worker process; dumps its samples at exit."""
 
@@ -88,7 +98,7 @@ class Probe:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         report: dict[str, Any] = {
             "count": self.count,
-            "rss_peak_mb": usage.ru_maxrss / 1024,
+            "rss_peak_mb": peak_rss_mb(),
             "cpu_s": usage.ru_utime + usage.ru_stime,
             "samples": self.samples,
             "ids": self.ids,

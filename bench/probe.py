@@ -50,6 +50,8 @@ class Probe:
         self.enabled = "BENCH_PROBE" in os.environ
         self.count = 0
         self.first = 0.0
+        self.cpu_first = 0.0
+        self.cpu_mark = (0, 0.0)
         self.samples: list[float] = []
         self.ids: list[str] = []
         self.keep_ids = os.environ.get("BENCH_IDS") == "1"
@@ -74,6 +76,9 @@ class Probe:
         self.count += 1
         if self.count == 1:
             self.first = now
+            self.cpu_first = time.process_time()
+        elif not self.count & 255:
+            self.cpu_mark = (self.count, time.process_time())
         SLOT.pack_into(self._map, self._offset, self.count, self.first, now)
         if self.keep_ids:
             self.ids.append(task_id)
@@ -100,6 +105,9 @@ class Probe:
             "count": self.count,
             "rss_peak_mb": peak_rss_mb(),
             "cpu_s": usage.ru_utime + usage.ru_stime,
+            "cpu_per_task_ms": (self.cpu_mark[1] - self.cpu_first) * 1000 / (self.cpu_mark[0] - 1)
+            if self.cpu_mark[0] > 1
+            else None,
             "samples": self.samples,
             "ids": self.ids,
         }

@@ -31,9 +31,10 @@ class Sizes:
     delay_max: float = 10.0
     delay_rate: float = 250.0
     scale: int = 30000
+    repeat: int = 2
 
 
-FULL = Sizes()
+FULL = Sizes(one_by_one=2000, bulk=20000, drain=15000, end_to_end=20000, retry=5000, scale=20000)
 QUICK = Sizes(
     one_by_one=500,
     bulk=4000,
@@ -45,6 +46,7 @@ QUICK = Sizes(
     delay_max=3.0,
     delay_rate=250.0,
     scale=5000,
+    repeat=1,
 )
 
 
@@ -204,12 +206,18 @@ async def drain(h: Harness, s: Sizes) -> list[Row]:
     rows: list[Row] = []
     memory: list[Row] = []
     for concurrency in (32, 256):
-        raw_rate, (raw_rep,) = await _drain(h, "raw", "work", apps.noop, s.drain, concurrency)
-        our_rate, (our_rep,) = await _drain(h, "leveret", "work", apps.noop, s.drain, concurrency)
+        # Best of two, alternating, so a burst of load elsewhere on the machine does not
+        # decide the ratio.
+        raw_rate = our_rate = 0.0
+        for _ in range(s.repeat):
+            rate, (raw_rep,) = await _drain(h, "raw", "work", apps.noop, s.drain, concurrency)
+            raw_rate = max(raw_rate, rate)
+            rate, (our_rep,) = await _drain(h, "leveret", "work", apps.noop, s.drain, concurrency)
+            our_rate = max(our_rate, rate)
         rows.append(
             Row(
                 "drain",
-                f"{s.drain} no-op tasks, concurrency {concurrency}",
+                f"{s.drain} no-op tasks, concurrency {concurrency}, best of {s.repeat}",
                 "tasks/s",
                 our_rate,
                 raw_rate,
@@ -219,12 +227,12 @@ async def drain(h: Harness, s: Sizes) -> list[Row]:
         rows.append(
             Row(
                 "drain",
-                f"CPU per 1000 tasks, concurrency {concurrency}",
+                f"worker CPU per 1000 tasks, concurrency {concurrency}",
                 "ms",
-                our_rep.cpu_s * 1e6 / s.drain,
-                raw_rep.cpu_s * 1e6 / s.drain,
+                (our_rep.cpu_per_task_ms or 0) * 1000,
+                (raw_rep.cpu_per_task_ms or 0) * 1000,
                 better="lower",
-                note="whole process, start-up included",
+                note="user+system, while draining",
             )
         )
         memory.append(
@@ -238,7 +246,7 @@ async def drain(h: Harness, s: Sizes) -> list[Row]:
                 target=1.5 if concurrency == 256 else None,
             )
         )
-    h.last_drain_256 = rows[2].ours  # type: ignore[attr-defined]
+    h.cache["drain-256"] = (rows[2].ours, rows[2].raw)
     return rows + memory
 
 
@@ -273,34 +281,46 @@ async def observed(h: Harness, s: Sizes) -> list[Row]:
 
 
 async def scale_out(h: Harness, s: Sizes) -> list[Row]:
-    results: dict[tuple[str, int], float] = {}
+    """Two worker processes on one queue, each task run once; one worker is the drain's."""
+    if "drain-256" not in h.cache:
+        raw_one, _ = await _drain(h, "raw", "work", apps.noop, s.drain, 256)
+        our_one, _ = await _drain(h, "leveret", "work", apps.noop, s.drain, 256)
+        h.cache["drain-256"] = (our_one, raw_one)
+    results: dict[str, float] = {}
     dupes: list[str] = []
-    for workers in (1, 2):
-        for kind in ("raw", "leveret"):
-            rate, reports = await _drain(
-                h, kind, "work", apps.noop, s.scale, 256, workers, env={"BENCH_IDS": "1"}
-            )
-            results[kind, workers] = rate
-            ids = [i for r in reports for i in r.ids]
-            if len(ids) != s.scale or len(set(ids)) != s.scale:
-                dupes.append(f"{kind}x{workers}: {len(ids)} runs of {len(set(ids))} tasks")
-    note = "no task run twice" if not dupes else "DUPLICATES: " + "; ".join(dupes)
+    for kind in ("raw", "leveret"):
+        rate, reports = await _drain(
+            h, kind, "work", apps.noop, s.scale, 256, 2, env={"BENCH_IDS": "1"}
+        )
+        results[kind] = rate
+        ids = [i for r in reports for i in r.ids]
+        if len(ids) != s.scale or len(set(ids)) != s.scale:
+            dupes.append(f"{kind}: {len(ids)} runs of {len(set(ids))} tasks")
+    ours_one, raw_one = h.cache["drain-256"]
+    note = "each task run once" if not dupes else "RUN TWICE: " + "; ".join(dupes)
     return [
         Row(
             "scale-out",
-            "1 worker process, concurrency 256",
+            "1 worker process, concurrency 256 (the drain)",
             "tasks/s",
-            results["leveret", 1],
-            results["raw", 1],
+            ours_one,
+            raw_one,
+        ),
+        Row(
+            "scale-out",
+            f"2 worker processes, concurrency 256, {s.scale} tasks",
+            "tasks/s",
+            results["leveret"],
+            results["raw"],
             note=note,
         ),
         Row(
             "scale-out",
-            "2 worker processes, concurrency 256",
-            "tasks/s",
-            results["leveret", 2],
-            results["raw", 2],
-            note=note,
+            "2 workers over 1",
+            "x",
+            results["leveret"] / ours_one,
+            results["raw"] / raw_one,
+            note="speed-up on 2 cores shared with the broker",
         ),
     ]
 

@@ -1,20 +1,16 @@
-"""The engine's bench app: ``python -m broker worker bench.apps:app``.
+"""The engine's bench app: the tasks ``bench.worker`` runs (or ``leveret worker bench.apps:app``).
 
 Each task does nothing but report to the probe, so what is measured is the engine.
 Settings come from the environment (``LEVERET_URL``, ``LEVERET_NAMESPACE``) like any
-worker's. With ``BENCH_OBSERVE=1`` the app also carries whatever metrics, JSON logging
-and Sentry middleware the engine provides (see ``observability``).
+worker's; ``bench.worker`` runs it.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-
 from pydantic import BaseModel
 
 from bench.probe import probe
-from broker import App, Middleware, RetryPolicy, Task, TaskContext
+from broker import App, RetryPolicy, Task, TaskContext
 
 
 class Job(BaseModel):
@@ -33,40 +29,7 @@ delayed = Task("bench.delayed", Job, queue="delays")
 RETRY_ONCE = RetryPolicy(max_attempts=3, base=0.01, jitter="none")
 
 
-def observability() -> list[Middleware] | None:
-    """The engine's metrics, JSON log and Sentry middleware, or None where it has none.
-
-    Each module is looked up by name so this bench runs on any revision of the engine;
-    a module may offer ``bench_middleware()`` (preferred) or a ``Middleware`` subclass.
-    """
-    found: list[Middleware] = []
-    for name in ("broker.metrics", "broker.logs", "broker.sentry"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            return None
-        factory = getattr(module, "bench_middleware", None)
-        if factory is not None:
-            found.extend(factory())
-            continue
-        classes = [
-            v
-            for v in vars(module).values()
-            if isinstance(v, type) and issubclass(v, Middleware) and v is not Middleware
-        ]
-        if not classes:
-            return None
-        found.extend(cls() for cls in classes)
-    return found
-
-
-def _middleware() -> list[Middleware]:
-    if os.environ.get("BENCH_OBSERVE") != "1":
-        return []
-    return observability() or []
-
-
-app = App(app_id="bench", middleware=_middleware())
+app = App(app_id="bench")
 
 
 @app.handle(noop)

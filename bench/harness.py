@@ -148,8 +148,9 @@ class Harness:
             **(env or {}),
         }
         if kind == "leveret":
-            argv = ["-m", "broker", "worker", "bench.apps:app"]
-            argv += ["--queues", queue, "--concurrency", str(concurrency)]
+            argv = ["-m", "bench.worker", queue, "--concurrency", str(concurrency)]
+            if full_env.get("BENCH_OBSERVE") == "1":
+                argv.append("--observe")
         else:
             argv = ["-m", "bench.raw", self.names.work_queue(queue), "--prefetch"]
             argv += [str(concurrency), "--url", self.url, "--namespace", self.namespace]

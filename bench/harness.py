@@ -27,7 +27,7 @@ from broker import App, Task
 from broker.topology import Names
 
 ROOT = Path(__file__).resolve().parent.parent
-QUEUES = ("work", "latency", "retry", "delays")
+QUEUES = ("work", "latency", "rawlatency", "retry", "delays")
 CONTRACTS = (apps.noop, apps.stamped, apps.flaky, apps.delayed)
 
 

@@ -422,28 +422,30 @@ async def _paced(rate: float, count: int, send: Callable[[int], Awaitable[object
 
 
 async def latency(h: Harness, s: Sizes) -> list[Row]:
+    """Both workers run at once, each on its own queue, and the sends alternate between
+    them: a burst of load elsewhere on the machine then hits both sides alike."""
     n, rate = s.latency, s.latency_rate
-    connection, channel_exchange = await _raw_exchange(h)
+    connection, exchange = await _raw_exchange(h)
+    h.reset_probe(gate=False)
+    procs = [h.spawn("raw", "rawlatency", 32, slot=0), h.spawn("leveret", "latency", 32, slot=1)]
     try:
+        await h.wait_consumers("rawlatency", 1, procs)
+        await h.wait_consumers("latency", 1, procs)
 
-        async def raw_send(i: int) -> None:
-            body = apps.Job(n=i, at=time.time()).model_dump_json().encode()
-            await channel_exchange.publish(
-                raw.message("bench.stamped", body), "latency", mandatory=True
-            )
+        async def send(i: int) -> None:
+            job = apps.Job(n=i // 2, at=time.time())
+            if i % 2:
+                await h.app.send(apps.stamped, job)
+            else:
+                message = raw.message("bench.stamped", job.model_dump_json().encode())
+                await exchange.publish(message, "rawlatency", mandatory=True)
 
-        async def our_send(i: int) -> None:
-            await h.app.send(apps.stamped, apps.Job(n=i, at=time.time()))
-
-        _, (raw_rep,), _ = await _with_worker(
-            h, "raw", "latency", 32, lambda: _paced(rate, n, raw_send), n, 60 + n / rate
-        )
-        _, (our_rep,), _ = await _with_worker(
-            h, "leveret", "latency", 32, lambda: _paced(rate, n, our_send), n, 60 + n / rate
-        )
+        await _paced(2 * rate, 2 * n, send)
+        await h.wait_count(2 * n, procs, 60 + n / rate)
     finally:
+        raw_rep, our_rep = await h.stop(procs)
         await connection.close()
-    what = f"publish to handler start at {rate:.0f}/s"
+    what = f"publish to handler start at {rate:.0f}/s each, interleaved"
     rows = []
     for label, q, target in (("p50", 0.5, 1.3), ("p99", 0.99, 1.5), ("max", 1.0, None)):
         rows.append(

@@ -51,7 +51,7 @@ async def run(args: argparse.Namespace, url: str, how: str) -> int:
         harness = Harness(url, namespace, Path(tmp))
         server = await harness.start()
         env = machine.describe(server, f"{how}, namespace {namespace}")
-        env["mode"] = "quick" if args.quick else "full"
+        env["mode"] = ("quick" if args.quick else "full") + ("-some" if args.only else "")
         env["note"] = args.note
         console.print(
             f"broker: {env['rabbitmq']} via {env['broker']} (deleted afterwards); "

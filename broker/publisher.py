@@ -22,8 +22,8 @@ from typing import Any
 import aiormq
 from aiormq.abc import AbstractChannel, ChannelFrame, ConfirmationFrameType
 from pamqp.commands import Basic
-from pamqp.header import ContentHeader
 
+from broker import frames_out
 from broker.connection import CONNECTION_ERRORS, Connector
 from broker.errors import BrokerUnavailable, NotConfirmed, Unroutable
 from broker.settings import Settings
@@ -35,7 +35,12 @@ RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncio.Cancel
 
 
 #: What the batcher needs of an aiormq channel; without it, ``basic_publish`` is used.
-_CHANNEL_INTERNALS = ("delivery_tag", "confirmations", "message_id_delivery_tag", "_split_body")
+_CHANNEL_INTERNALS = (
+    "delivery_tag",
+    "confirmations",
+    "message_id_delivery_tag",
+    "max_content_size",
+)
 
 
 class Batcher:
@@ -50,7 +55,7 @@ class Batcher:
 
     def __init__(self, channel: AbstractChannel) -> None:
         self.channel = channel
-        self._frames: list[Any] = []
+        self._frames: list[bytes] = []
         self._scheduled = False
 
     @staticmethod
@@ -63,6 +68,10 @@ class Batcher:
         ch: Any = self.channel
         if not properties.message_id:
             properties.message_id = uuid.uuid4().hex  # returns are matched by message id
+        # Encode first: a message that cannot be encoded must not take a delivery tag.
+        frames = frames_out.publish(
+            ch.number, exchange, routing_key, body, properties, ch.max_content_size
+        )
         ch.delivery_tag += 1
         tag: int = ch.delivery_tag
         confirmation: asyncio.Future[ConfirmationFrameType] = ch.create_future()
@@ -70,10 +79,7 @@ class Batcher:
         message_id = properties.message_id
         ch.message_id_delivery_tag[message_id] = tag
         confirmation.add_done_callback(_forget(ch.message_id_delivery_tag, message_id, tag))
-        frames = self._frames
-        frames.append(Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True))
-        frames.append(ContentHeader(properties=properties, body_size=len(body)))
-        frames.extend(ch._split_body(body))
+        self._frames += frames
         if not self._scheduled:
             # The first message of a loop turn goes out at once, adding no latency to a
             # lone send; the ones after it in the same turn wait for the flush.
@@ -98,7 +104,7 @@ class Batcher:
             asyncio.get_running_loop().call_later(0.0005, self.flush)
             return
         frames, self._frames = self._frames, []
-        queue.put_nowait(ChannelFrame.marshall(channel_number=ch.number, frames=frames))
+        queue.put_nowait(ChannelFrame(payload=b"".join(frames), should_close=False))
 
 
 def _forget(ids: dict[str, int], message_id: str, tag: int) -> Callable[[object], None]:

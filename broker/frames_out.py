@@ -5,7 +5,9 @@ pamqp encodes each property through a generic per-field dispatch; for a task mes
 ``send_many`` spends. This writes the same bytes with a few concatenations: the
 method frame (``basic.publish``, mandatory), the content header with the properties,
 and the body frames. Header values other than int and str, and anything unusual,
-go through pamqp's own encoder, so the output is always what pamqp would write.
+go through pamqp's own encoder, so the output is always what pamqp would write; a
+subclass of ``Basic.Properties`` (one that encodes headers exactly, say) is marshalled
+by its own ``marshal()``.
 """
 
 from __future__ import annotations
@@ -128,7 +130,9 @@ def publish(
 ) -> list[bytes]:
     """The frames of one mandatory publish, ready for the socket."""
     method = _PUBLISH + shortstr(exchange) + shortstr(routing_key) + _MANDATORY
-    header = _HEADER.pack(60, 0, len(body)) + properties(props)
+    # A subclass of Basic.Properties may encode its fields its own way: let it.
+    encoded = properties(props) if type(props) is Basic.Properties else props.marshal()
+    header = _HEADER.pack(60, 0, len(body)) + encoded
     out = [
         _FRAME.pack(1, channel, len(method)) + method + FRAME_END,
         _FRAME.pack(2, channel, len(header)) + header + FRAME_END,

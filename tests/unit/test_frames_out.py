@@ -84,3 +84,19 @@ def test_empty_body_has_no_body_frame() -> None:
 def test_an_overlong_short_string_is_refused() -> None:
     with pytest.raises(ValueError, match="short string"):
         frames_out.publish(1, "x", "q" * 256, b"", Basic.Properties(), 1000)
+
+
+class OwnHeaders(Basic.Properties):
+    """A subclass that encodes its headers its own way (here: always an empty table)."""
+
+    def encode_property(self, name: str, value: Any) -> bytes:
+        if name == "headers":
+            return b"\x00\x00\x00\x00"
+        return bytes(super().encode_property(name, value))
+
+
+def test_a_properties_subclass_encodes_itself() -> None:
+    props = OwnHeaders(message_id="m", headers={"x": 1.5})
+    assert frames_out.table(props.headers) != b"\x00\x00\x00\x00"
+    ours = b"".join(frames_out.publish(5, "x", "q", b"{}", props, 1000))
+    assert ours == pamqp_bytes("x", "q", b"{}", props, 1000)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
+from typing import Any
 
 import pamqp.frame
 import pytest
 from aiormq.connection import FrameReceiver
-from aiormq.exceptions import AMQPConnectionError, ProtocolSyntaxError
+from aiormq.exceptions import AMQPConnectionError, InvalidFrameError, ProtocolSyntaxError
 from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
@@ -75,3 +77,93 @@ def test_install_replaces_and_uninstall_restores() -> None:
     frames.uninstall()
     assert FrameReceiver.get_frame is frames._STOCK
     frames.install()
+
+
+async def decoded_both(frame: object, channel: int = 3) -> tuple[Any, Any]:
+    wire = pamqp.frame.marshal(frame, channel)  # type: ignore[arg-type]
+    reader = asyncio.StreamReader()
+    reader.feed_data(wire)
+    receiver = FrameReceiver(reader)
+    receiver.started = True
+    ours = await frames.get_frame(receiver)
+    return ours, pamqp.frame.unmarshal(wire)
+
+
+def fields(frame: Any) -> dict[str, Any]:
+    if isinstance(frame, ContentHeader):
+        return {
+            "class_id": frame.class_id,
+            "weight": frame.weight,
+            "body_size": frame.body_size,
+            **{k: getattr(frame.properties, k) for k in Basic.Properties.__slots__},
+        }
+    if isinstance(frame, ContentBody):
+        return {"value": frame.value}
+    return {k: getattr(frame, k) for k in frame.__slots__}
+
+
+PROPERTIES = [
+    Basic.Properties(),
+    Basic.Properties(
+        content_type="application/json",
+        delivery_mode=2,
+        priority=0,
+        message_id="abc",
+        timestamp=datetime(2026, 11, 28, 12, 0, 1, tzinfo=UTC),
+        message_type="emails.send_receipt",
+        app_id="svc",
+        headers={"leveret-attempt": 1, "x": "Zoë", "f": 1.5, "l": [1, "a"], "n": None},
+    ),
+    Basic.Properties(
+        content_type="text/plain",
+        content_encoding="gzip",
+        headers={},
+        delivery_mode=1,
+        priority=9,
+        correlation_id="c",
+        reply_to="r",
+        expiration="60000",
+        message_id="m",
+        timestamp=datetime(2200, 1, 1, tzinfo=UTC),
+        message_type="t",
+        user_id="guest",
+        app_id="a",
+    ),
+]
+
+
+@pytest.mark.parametrize("props", PROPERTIES)
+async def test_content_headers_decode_as_pamqp_decodes_them(props: Basic.Properties) -> None:
+    (n, ch, ours), (m, ch2, theirs) = await decoded_both(ContentHeader(0, 1234, props))
+    assert (n, ch) == (m, ch2)
+    assert type(ours) is ContentHeader
+    assert fields(ours) == fields(theirs)
+
+
+@pytest.mark.parametrize("redelivered", [False, True])
+async def test_deliveries_decode_as_pamqp_decodes_them(redelivered: bool) -> None:
+    deliver = Basic.Deliver(
+        consumer_tag="ctag-1.2", delivery_tag=2**40 + 3, redelivered=redelivered,
+        exchange="ns.delivery", routing_key="0.1.émoji-🐇",
+    )  # fmt: skip
+    (n, ch, ours), (m, ch2, theirs) = await decoded_both(deliver)
+    assert (n, ch) == (m, ch2)
+    assert fields(ours) == fields(theirs)
+
+
+async def test_a_body_and_other_methods_decode_as_pamqp_decodes_them() -> None:
+    for frame in (ContentBody(b"\x00\xce{}"), Basic.Ack(delivery_tag=9, multiple=True)):
+        (n, ch, ours), (m, ch2, theirs) = await decoded_both(frame)
+        assert (n, ch, type(ours)) == (m, ch2, type(theirs))
+        assert fields(ours) == fields(theirs)
+
+
+async def test_a_bad_frame_end_is_an_invalid_frame() -> None:
+    wire = bytearray(pamqp.frame.marshal(ContentBody(b"{}"), 1))
+    wire[-1] = 0
+    reader = asyncio.StreamReader()
+    reader.feed_data(bytes(wire))
+    receiver = FrameReceiver(reader)
+    receiver.started = True
+    with pytest.raises(InvalidFrameError):
+        await frames.get_frame(receiver)

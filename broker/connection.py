@@ -27,6 +27,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from broker import frames
 from broker.errors import BrokerUnavailable
 from broker.settings import Settings
 
@@ -78,6 +79,7 @@ class Connector:
     """Hands out a live connection; one connect at a time, however many callers."""
 
     def __init__(self, settings: Settings, *, name: str = "leveret") -> None:
+        frames.install()  # cheaper frame reading for every aiormq connection
         self.settings = settings
         self.name = name
         self._connection: AbstractConnection | None = None

@@ -96,6 +96,8 @@ def header_int(headers: Mapping[str, Any] | None, name: str, default: int) -> in
     if not headers:
         return default
     value = headers.get(name, default)
+    if type(value) is int:  # the common case, first: this runs several times per task
+        return value
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     try:
@@ -106,6 +108,13 @@ def header_int(headers: Mapping[str, Any] | None, name: str, default: int) -> in
 
 def header_opt_int(headers: Mapping[str, Any] | None, name: str) -> int | None:
     """An integer header if present and readable, else None."""
+    if not headers:
+        return None
+    value = headers.get(name)
+    if type(value) is int:
+        return value
+    if value is None:
+        return None
     value = header_int(headers, name, -1)
     return None if value == -1 else value
 

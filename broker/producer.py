@@ -193,17 +193,21 @@ class Producer:
         priority: int | None = None,
         delay: timedelta | float | None = None,
     ) -> list[str]:
-        """Send many with up to ``BULK_WINDOW`` confirms in flight; all or an error."""
+        """Send many with up to ``BULK_WINDOW`` confirms in flight; all or an error.
+
+        The window slides: ``BULK_WINDOW`` lanes each send the next message as soon as
+        their last one is confirmed, so the pipe never drains between windows.
+        """
         prio = task.priority if priority is None else priority
         bodies = [self.encode(task, p) for p in payloads]
         ids = [uuid.uuid4().hex for _ in bodies]
-        sent: list[str] = []
-        failed: list[tuple[int, BaseException]] = []
-        for start in range(0, len(bodies), BULK_WINDOW):
-            window = range(start, min(start + BULK_WINDOW, len(bodies)))
-            results = await asyncio.gather(
-                *(
-                    self.send_body(
+        errors: dict[int, Exception] = {}
+        pending = iter(range(len(bodies)))
+
+        async def lane() -> None:
+            for i in pending:
+                try:
+                    await self.send_body(
                         name=task.name,
                         queue=task.queue,
                         body=bodies[i],
@@ -211,20 +215,14 @@ class Producer:
                         task_id=ids[i],
                         delay=delay,
                     )
-                    for i in window
-                ),
-                return_exceptions=True,
-            )
-            for i, result in zip(window, results, strict=True):
-                if isinstance(result, BaseException):
-                    if not isinstance(result, Exception):
-                        raise result
-                    failed.append((i, result))
-                else:
-                    sent.append(result)
-        if failed:
-            raise BulkPublishError(sent, failed)
-        return sent
+                except Exception as exc:
+                    errors[i] = exc
+
+        await asyncio.gather(*(lane() for _ in range(min(BULK_WINDOW, len(bodies)))))
+        if errors:
+            sent = [task_id for i, task_id in enumerate(ids) if i not in errors]
+            raise BulkPublishError(sent, sorted(errors.items()))
+        return ids
 
     async def close(self) -> None:
         await self.publisher.close()

@@ -30,7 +30,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 from pydantic import BaseModel, ValidationError
 
-from broker import message, retry
+from broker import deadlines, message, retry
 from broker.amqp_table import ExactProperties
 from broker.app import App
 from broker.connection import CONNECTION_ERRORS, is_open, worker_identity
@@ -90,6 +90,7 @@ class Worker:
         self._producer = app.producer
         self._middleware = app.middleware
         self._max_bytes = self.settings.max_payload_bytes
+        self._deadlines = deadlines.Deadlines()
 
     def _check_timeouts(self) -> None:
         limit = self.settings.consumer_timeout
@@ -330,21 +331,44 @@ class Worker:
 
     async def _run(self, reg: Registration, payload: BaseModel, ctx: TaskContext) -> None:
         timeout = reg.timeout or self.settings.task_timeout
-        scope = asyncio.timeout(timeout)
+        if timeout < deadlines.EXACT_BELOW:
+            scope = asyncio.timeout(timeout)
+            try:
+                async with scope:
+                    await self._call(reg, payload, ctx)
+            except TimeoutError:
+                if scope.expired():
+                    raise self._timed_out(reg, timeout) from None
+                raise
+            return
+        task = self._deadlines.enter(timeout)
         try:
-            async with scope:
-                if reg.is_async:
-                    await reg.call(payload, ctx)
-                else:
-                    loop = asyncio.get_running_loop()
-                    await loop.run_in_executor(self._threads, reg.call, payload, ctx)
-        except TimeoutError:
-            if scope.expired():
-                raise TaskTimeout(
-                    f"task {reg.task.name!r} ran past its timeout of {timeout:g} s"
-                    + ("" if reg.is_async else " (its thread was abandoned, not stopped)")
-                ) from None
+            if reg.is_async:
+                await reg.call(payload, ctx)
+            else:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._threads, reg.call, payload, ctx)
+        except asyncio.CancelledError:
+            if self._deadlines.leave(task):
+                raise self._timed_out(reg, timeout) from None
             raise
+        except BaseException:
+            self._deadlines.leave(task)
+            raise
+        self._deadlines.leave(task)
+
+    async def _call(self, reg: Registration, payload: BaseModel, ctx: TaskContext) -> None:
+        if reg.is_async:
+            await reg.call(payload, ctx)
+        else:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._threads, reg.call, payload, ctx)
+
+    def _timed_out(self, reg: Registration, timeout: float) -> TaskTimeout:
+        return TaskTimeout(
+            f"task {reg.task.name!r} ran past its timeout of {timeout:g} s"
+            + ("" if reg.is_async else " (its thread was abandoned, not stopped)")
+        )
 
     async def _fail(
         self, delivered: DeliveredMessage, reg: Registration, ctx: TaskContext, exc: Exception

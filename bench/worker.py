@@ -1,0 +1,83 @@
+"""The engine's worker for the bench: ``python -m bench.worker QUEUE --concurrency N``.
+
+Like ``leveret worker bench.apps:app --queues QUEUE``, minus what the command adds
+around the worker (health server, default middleware), so that every figure measures
+the engine itself. ``--observe`` adds the metrics, JSON logs and Sentry (traces
+sampled, events to a closed port on 127.0.0.1) that a production worker runs with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+from typing import Any
+
+from bench.apps import app
+from broker import Worker
+
+#: Where Sentry sends envelopes in the bench: a port nothing listens on, on this host.
+SENTRY_DSN = "http://bench@127.0.0.1:9/1"
+SENTRY_TRACES = 0.01
+
+
+def observability() -> str | None:
+    """Why metrics, JSON logs and Sentry cannot be switched on here, or None if they can."""
+    needs = {
+        "broker.metrics": ("Metrics",),
+        "broker.logs": ("configure", "TaskLog"),
+        "broker.sentry": ("setup", "SentryMiddleware"),
+    }
+    for name, attributes in needs.items():
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            return f"{name} is not on this revision"
+        missing = [a for a in attributes if not hasattr(module, a)]
+        if missing:
+            return f"{name} has no {', '.join(missing)}"
+    return None
+
+
+def observe(worker: Worker) -> None:
+    """Switch on what a production worker runs with, as ``leveret worker`` does."""
+    logs: Any = importlib.import_module("broker.logs")
+    metrics: Any = importlib.import_module("broker.metrics")
+    sentry: Any = importlib.import_module("broker.sentry")
+    logs.configure("INFO", "json")
+    if sentry.setup(SENTRY_DSN, traces_sample_rate=SENTRY_TRACES):
+        worker.app.middleware.append(sentry.SentryMiddleware())
+    worker.app.middleware.append(logs.TaskLog())
+    installed = metrics.Metrics().install(worker.app)
+    if hasattr(installed, "watch"):
+        installed.watch(worker)
+
+
+async def serve(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.request_stop)
+    try:
+        await worker.run()
+    finally:
+        await worker.app.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker")
+    parser.add_argument("queue")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--observe", action="store_true")
+    args = parser.parse_args()
+    worker = Worker(app, queues=[args.queue], concurrency=args.concurrency)
+    if args.observe:
+        observe(worker)
+    else:
+        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve(worker))
+
+
+if __name__ == "__main__":
+    main()

@@ -276,6 +276,9 @@ class Worker:
 
     async def process(self, delivered: DeliveredMessage, *, queue: str) -> Settle:
         """Validate, run and settle one delivery. Never raises for bad input."""
+        if self._stop.is_set():
+            # Delivered after the stop, before the broker saw our cancel: give it back.
+            return Settle.REQUEUE
         props = delivered.header.properties
         body = delivered.body
         if len(body) > self._max_bytes:

@@ -94,7 +94,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     worker.set_defaults(run=run_worker)
 
 
+class EarlySignal:
+    """Remembers a SIGTERM/SIGINT that arrives while the app is still being imported.
+
+    Without it a worker stopped during start-up (a scale-down right after a scale-up)
+    dies of the signal instead of exiting 0.
+    """
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._note)
+
+    def _note(self, signum: int, _frame: object) -> None:
+        self.received = signal.Signals(signum)
+
+
 def run_worker(args: argparse.Namespace) -> int:
+    early = EarlySignal()
     if args.processes < 1:
         raise ConfigError("--processes must be at least 1")
     logs.configure(args.log_level, args.log_format)
@@ -128,7 +145,7 @@ def run_worker(args: argparse.Namespace) -> int:
         health = HealthServer(
             worker_routes(worker, metrics), host=args.health_host, port=args.health_port
         )
-    asyncio.run(serve(worker, health))
+    asyncio.run(serve(worker, health, early))
     _exit_if_threads_left()
     return 0
 
@@ -139,7 +156,9 @@ def _add(middleware: list[Middleware], mw: Middleware) -> None:
         middleware.append(mw)
 
 
-async def serve(worker: Worker, health: HealthServer | None = None) -> None:
+async def serve(
+    worker: Worker, health: HealthServer | None = None, early: EarlySignal | None = None
+) -> None:
     """Run until a signal: the first drains, a second SIGINT exits at once."""
     loop = asyncio.get_running_loop()
     signals = {"count": 0}
@@ -154,6 +173,8 @@ async def serve(worker: Worker, health: HealthServer | None = None) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    if early is not None and early.received is not None:
+        on_signal(early.received)
     if health is not None:
         try:
             await health.start()

@@ -11,7 +11,7 @@ import pytest
 
 from broker import App
 from tests.apps.spine import Job, job
-from tests.helpers import wait_for
+from tests.helpers import Output, wait_for
 
 TASKS = 600
 
@@ -25,13 +25,13 @@ async def test_each_task_runs_once_across_worker_processes(  # type: ignore[no-u
     app: App = make_app()
     app.add(job)
     await app.declare()
-    ids = await app.send_many(job, [Job(seconds=0.002) for _ in range(TASKS)])
-
     env = {"TEST_LEDGER": str(ledger)}
     workers = [
-        spawn_worker("tests.apps.spine:app", "--concurrency", "16", env=env)
+        spawn_worker("tests.apps.spine:app", "--concurrency", "16", "--health-port", "0", env=env)
         for _ in range(processes)
     ]
+    await wait_for(lambda: all("consuming" in Output(w).text for w in workers), timeout=60)
+    ids = await app.send_many(job, [Job(seconds=0.002) for _ in range(TASKS)])
 
     def done() -> Counter[str]:
         return Counter(

@@ -72,9 +72,15 @@ class Connector:
 
     @property
     def connection(self) -> AbstractConnection | None:
-        """The current connection if it is open, else None."""
+        """The current connection if it is open, else None.
+
+        aio-pika's ``is_closed`` turns true only once ``close()`` is called: a
+        connection the broker or the network dropped shows as ``connected`` cleared.
+        """
         conn = self._connection
-        return conn if conn is not None and not conn.is_closed else None
+        if conn is None or conn.is_closed or not conn.connected.is_set():
+            return None
+        return conn
 
     async def get(self, *, deadline: float | None = None) -> AbstractConnection:
         """A live connection, connecting first if needed.
@@ -89,9 +95,11 @@ class Connector:
             conn = self.connection
             if conn is not None:
                 return conn
-            had_one = self._connection is not None
+            dead, self._connection = self._connection, None
+            if dead is not None:
+                await _close_dead(dead)
             self._connection = await self._connect(deadline)
-            if had_one:
+            if dead is not None:
                 self.reconnects += 1
             return self._connection
 
@@ -147,3 +155,22 @@ class Connector:
         conn, self._connection = self._connection, None
         if conn is not None and not conn.is_closed:
             await conn.close()
+
+
+_CLOSE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncio.CancelledError)
+
+
+async def _close_dead(conn: AbstractConnection) -> None:
+    """Release what is left of a dropped connection; its errors no longer matter."""
+    try:
+        async with asyncio.timeout(2):
+            await conn.close()
+    except _CLOSE_ERRORS as exc:
+        _reraise_if_cancelled(exc)
+        log.debug("closing a dropped connection failed", exc_info=True)
+
+
+def _reraise_if_cancelled(exc: BaseException) -> None:
+    task = asyncio.current_task()
+    if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+        raise exc

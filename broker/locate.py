@@ -135,15 +135,15 @@ class LocalNode:
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        log = (self.base / "log" / "stdout.log").open("ab")
-        self._process = subprocess.Popen(
-            [str(sbin / "rabbitmq-server")],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with (self.base / "log" / "stdout.log").open("ab") as log:
+            self._process = subprocess.Popen(
+                [str(sbin / "rabbitmq-server")],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from broker import Worker
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, every: float = 0.02) -> None:
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float = 20.0, every: float = 0.02
+) -> None:
     """Poll until ``predicate()`` holds; fail the test with a clear message if it never does."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():

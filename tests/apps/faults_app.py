@@ -41,7 +41,7 @@ def build(
     delivery_limit: int | None = None,
     max_length: int | None = None,
     max_attempts: int | None = None,
-    timeout: float | None = None,
+    task_timeout: float | None = None,
 ) -> App:
     """The app, configured by arguments or else by ``FAULTS_*`` environment variables."""
     env = os.environ
@@ -58,7 +58,7 @@ def build(
     )
     attempts = max_attempts or int(env.get("FAULTS_MAX_ATTEMPTS", "5"))
     policy = RetryPolicy(max_attempts=attempts, base=0.05, factor=2.0, cap=0.5, jitter="none")
-    limit_s = timeout or float(env.get("FAULTS_TASK_TIMEOUT", "0")) or None
+    limit_s = task_timeout or float(env.get("FAULTS_TASK_TIMEOUT", "0")) or None
     ledger = env.get("FAULTS_LEDGER", "")
 
     @app.handle(job, retry=policy, timeout=limit_s)

@@ -136,7 +136,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The table the README quotes: one row per scenario run in this session."""
     if not RESULTS:
         return
-    header = ("scenario", "confirmed", "completed", "lost", "duplicates", "longest stall s")
+    header = (
+        "scenario",
+        "confirmed",
+        "completed",
+        "dead-lettered",
+        "lost",
+        "duplicates",
+        "longest stall s",
+    )
     rows = [header, *(tuple(str(c) for c in v.row()) for v in RESULTS)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [

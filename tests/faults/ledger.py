@@ -73,11 +73,12 @@ class Verdict:
     longest_stall: float
     longest_send: float
 
-    def row(self) -> tuple[str, int, int, int, int, str]:
+    def row(self) -> tuple[str, int, int, int, int, int, str]:
         return (
             self.scenario,
             self.confirmed,
             self.completed,
+            self.dead,
             len(self.lost),
             self.duplicates,
             f"{self.longest_stall:.1f}",

@@ -73,7 +73,7 @@ class Event:
 
     at: float
     link: int
-    what: str  # "open", "closed", "frame", "nacked", "reset"
+    what: str  # "open", "eof" (that side closed), "closed", "frame", "nacked", "reset"
     direction: Direction | None = None
     channel: int = 0
     method: tuple[int, int] | None = None
@@ -183,6 +183,29 @@ class FaultProxy:
             and (direction is None or e.direction == direction)
         ]
 
+    def links_open_at(self, moment: float) -> set[int]:
+        """Links that were open at wall-clock time ``moment``."""
+        with self._lock:
+            events = list(self.events)
+        opened = {e.link for e in events if e.what == "open" and e.at <= moment}
+        closed = {e.link for e in events if e.what == "closed" and e.at <= moment}
+        return opened - closed
+
+    async def wait_consumers(self, count: int, since: float, within: float = 30) -> list[float]:
+        """Times (sorted) of the first basic.consume on each link after ``since``, once
+        ``count`` links have sent one (or ``within`` seconds have passed)."""
+        deadline = time.monotonic() + within
+        while len(self.consuming_links(since)) < count and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return sorted(self.consuming_links(since).values())
+
+    def consuming_links(self, since: float) -> dict[int, float]:
+        """Links that sent basic.consume after ``since``: link -> first such time."""
+        first: dict[int, float] = {}
+        for e in self.seen(BASIC_CONSUME, since=since, direction="up"):
+            first.setdefault(e.link, e.at)
+        return first
+
     # -- inside the proxy's loop ----------------------------------------------------
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -255,6 +278,7 @@ class FaultProxy:
         except asyncio.CancelledError:
             return
         link.eof[direction] = True
+        self._log(Event(time.time(), link.id, "eof", direction))
         if not self._blackholed:
             self._close(link)
 

@@ -62,7 +62,13 @@ class Publisher:
         *,
         deadline: float | None = None,
     ) -> None:
-        """Return once RabbitMQ has confirmed the message; raise if it did not."""
+        """Return once RabbitMQ has confirmed the message; raise if it did not.
+
+        The deadline (``publish_deadline`` unless given) covers every attempt,
+        the first included, and the connecting in between.
+        """
+        budget = self._settings.publish_deadline if deadline is None else deadline
+        until = time.monotonic() + budget
         channel = self._channel
         if channel is not None and not channel.is_closed:
             try:
@@ -72,7 +78,7 @@ class Publisher:
                     routing_key=routing_key,
                     properties=properties,
                     mandatory=True,
-                    timeout=self._settings.confirm_timeout,
+                    timeout=min(self._settings.confirm_timeout, budget),
                 )
                 if isinstance(confirm, Basic.Ack):
                     return
@@ -80,7 +86,7 @@ class Publisher:
                 raise self._unroutable(exchange, routing_key) from None
             except RETRYABLE as exc:
                 _reraise_if_cancelled(exc)
-        await self._publish_retrying(exchange, routing_key, body, properties, deadline)
+        await self._publish_retrying(exchange, routing_key, body, properties, budget, until)
 
     async def _publish_retrying(
         self,
@@ -88,10 +94,9 @@ class Publisher:
         routing_key: str,
         body: bytes,
         properties: Basic.Properties,
-        deadline: float | None,
+        budget: float,
+        until: float,
     ) -> None:
-        budget = self._settings.publish_deadline if deadline is None else deadline
-        until = time.monotonic() + budget
         pause, attempt = 0.05, 0
         last: BaseException | None = None
         while True:
@@ -100,16 +105,21 @@ class Publisher:
             self._drop(self._channel)
             channel: AbstractChannel | None = None
             try:
-                channel = await self._open_channel(until)
-                timeout = min(self._settings.confirm_timeout, max(until - time.monotonic(), 0.1))
-                confirm = await channel.basic_publish(
-                    body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=properties,
-                    mandatory=True,
-                    timeout=timeout,
-                )
+                # Connecting can take longer than its own retries allow (a node that
+                # accepts TCP but never answers): bound the whole attempt.
+                async with asyncio.timeout(max(until - time.monotonic(), 0.1)):
+                    channel = await self._open_channel(until)
+                    timeout = min(
+                        self._settings.confirm_timeout, max(until - time.monotonic(), 0.1)
+                    )
+                    confirm = await channel.basic_publish(
+                        body,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        properties=properties,
+                        mandatory=True,
+                        timeout=timeout,
+                    )
                 if isinstance(confirm, Basic.Ack):
                     if attempt > 1:
                         log.info("publish to %s confirmed after %d attempts", exchange, attempt)

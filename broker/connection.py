@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
 import ssl
 from urllib.parse import urlsplit, urlunsplit
@@ -24,7 +25,6 @@ from tenacity import (
     retry_if_exception,
     stop_after_delay,
     stop_never,
-    wait_exponential_jitter,
 )
 
 from broker.errors import BrokerUnavailable
@@ -69,6 +69,7 @@ class Connector:
         self._connection: AbstractConnection | None = None
         self._lock = asyncio.Lock()
         self.reconnects = 0
+        self._next = 0  # index into settings.urls of the node to try first
 
     @property
     def connection(self) -> AbstractConnection | None:
@@ -98,6 +99,7 @@ class Connector:
             dead, self._connection = self._connection, None
             if dead is not None:
                 await _close_dead(dead)
+                self._next += 1  # its node may be gone: start with the next one
             self._connection = await self._connect(deadline)
             if dead is not None:
                 self.reconnects += 1
@@ -105,13 +107,22 @@ class Connector:
 
     async def _connect(self, deadline: float | None) -> AbstractConnection:
         limit = self.settings.connect_deadline if deadline is None else deadline
-        masked = mask_url(self.settings.url)
+        urls = self.settings.urls
+        masked = ", ".join(mask_url(url) for url in urls)
+        trying = [0]
+
+        def wait(state: RetryCallState) -> float:
+            """Each node once without a pause, then back off between rounds."""
+            if state.attempt_number % len(urls):
+                return 0.0
+            rounds = state.attempt_number // len(urls)
+            return min(0.2 * 2.0 ** (rounds - 1), 5.0) + random.uniform(0, 0.5)
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             log.warning(
                 "connecting to %s failed (attempt %d: %s); retrying in %.1f s",
-                masked,
+                mask_url(urls[trying[0]]),
                 state.attempt_number,
                 exc,
                 state.next_action.sleep if state.next_action else 0,
@@ -119,7 +130,7 @@ class Connector:
 
         retrying = AsyncRetrying(
             stop=stop_never if limit == float("inf") else stop_after_delay(limit),
-            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5),
+            wait=wait,
             retry=retry_if_exception(_is_retryable),
             before_sleep=before_sleep,
             reraise=True,
@@ -127,12 +138,17 @@ class Connector:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await aio_pika.connect(
-                        self.settings.url,
-                        heartbeat=self.settings.heartbeat,
-                        timeout=max(5.0, self.settings.heartbeat),
-                        client_properties={"connection_name": self.name},
-                    )
+                    trying[0] = self._next % len(urls)
+                    try:
+                        return await aio_pika.connect(
+                            urls[trying[0]],
+                            heartbeat=self.settings.heartbeat,
+                            timeout=max(5.0, self.settings.heartbeat),
+                            client_properties={"connection_name": self.name},
+                        )
+                    except BaseException:
+                        self._next = trying[0] + 1
+                        raise
         except aiormq.exceptions.ProbableAuthenticationError:
             raise BrokerUnavailable(
                 f"RabbitMQ at {masked} refused the credentials: check the user and "

@@ -20,6 +20,7 @@ import pytest
 from broker import Settings
 from broker.locate import LocalNode, free_port, port_open
 from tests.apps.faults_app import QUEUE
+from tests.faults.cluster import Cluster, ensure_nft, netns_available
 from tests.faults.scenario import FULL, RESULTS, Scenario, delete_namespace
 from tests.faults.tls import Certs, make_certs
 
@@ -89,6 +90,45 @@ def node(certs: Certs) -> Iterator[SingleNode]:
     single.start()
     yield single
     single.destroy()
+
+
+@pytest.fixture(scope="session")
+def cluster_session() -> Iterator[Cluster]:
+    """Three nodes of our own, started once per session (in network namespaces if we can)."""
+    why_not = netns_available()
+    layout = "netns" if why_not is None else "loopback"
+    if why_not is not None:
+        print(f"cluster without network namespaces ({why_not}): no partition scenarios")
+    three = Cluster(layout=layout)
+    try:
+        three.start()
+    except Exception:
+        three.destroy()
+        raise
+    three.no_partitions = why_not or ensure_nft()
+    yield three
+    three.destroy()
+
+
+@pytest.fixture
+def cluster(cluster_session: Cluster) -> Iterator[Cluster]:
+    """The session's cluster, whole again before and after each test that hurt it."""
+    restore(cluster_session)
+    yield cluster_session
+    restore(cluster_session)
+
+
+def restore(cluster: Cluster) -> None:
+    cluster.heal()
+    for node in cluster.nodes:
+        if node.frozen:
+            cluster.thaw(node.index)
+        if not cluster.running(node.index):
+            cluster.restart(node.index)
+        for proxy in (node.proxy, node.admin):
+            if proxy is not None:
+                proxy.clear()
+    cluster.wait_healthy()
 
 
 @pytest.fixture

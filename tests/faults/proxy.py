@@ -9,7 +9,7 @@ call, a ``time.sleep``) does not stall the traffic it is carrying. Faults, on co
                       reset) when the network comes back;
 - ``refuse()``        the port stops listening: new connections are refused;
 - ``redirect(...)``   new connections go to another upstream;
-- ``stick_nacks()``   the next channel that publishes gets every publisher confirm
+- ``stick_nacks()``   the next channel to publish gets every publisher confirm
                       turned into a nack until the client closes that channel (what a
                       channel did for minutes after a quorum leader failover).
 
@@ -94,7 +94,6 @@ class _Link:
     )
     eof: dict[str, bool] = field(default_factory=lambda: {"up": False, "down": False})
     header_seen: bool = False
-    publishing: set[int] = field(default_factory=set)
     stuck: set[int] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     closed: bool = False
@@ -154,8 +153,16 @@ class FaultProxy:
         """Send new connections to another upstream; open ones stay where they are."""
         self.upstream = upstream
 
+    def clear(self) -> None:
+        """No more faults: forward, listen, and rewrite nothing from now on."""
+        self.blackhole(False)
+        self.refuse(False)
+        with self._lock:
+            self._stick_next = 0
+
     def stick_nacks(self, channels: int = 1) -> None:
-        """Make the next ``channels`` channels that publish nack every confirm."""
+        """Make the next ``channels`` channels to publish (open ones included) nack
+        every confirm from now until the client closes them."""
         with self._lock:
             self._stick_next += channels
 
@@ -337,21 +344,18 @@ class FaultProxy:
         if method in TAPPED:
             self._log(Event(time.time(), link.id, "frame", direction, channel, method))
         if direction == "up":
-            if method == BASIC_PUBLISH and channel not in link.publishing:
-                link.publishing.add(channel)
+            if method == BASIC_PUBLISH and channel not in link.stuck:
                 with self._lock:
                     if self._stick_next > 0:
                         self._stick_next -= 1
                         link.stuck.add(channel)
             elif method in (CHANNEL_CLOSE, CHANNEL_CLOSE_OK):
-                link.publishing.discard(channel)
                 link.stuck.discard(channel)
         elif method == BASIC_ACK and channel in link.stuck:
             struct.pack_into(">H", frame, 9, BASIC_NACK[1])
             self.nacked += 1
             self._log(Event(time.time(), link.id, "nacked", direction, channel, BASIC_NACK))
         elif method in (CHANNEL_CLOSE, CHANNEL_CLOSE_OK):
-            link.publishing.discard(channel)
             link.stuck.discard(channel)
 
     async def _set_blackhole(self, on: bool) -> None:

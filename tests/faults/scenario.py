@@ -231,14 +231,25 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class admin_channel:
-    """A raw channel straight to a node (not through a proxy), for inspection."""
+    """A raw channel straight to a node (not through a fault proxy), for inspection.
+
+    ``url`` may list several nodes, comma-separated: the first that answers is used.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.connection: aio_pika.abc.AbstractConnection | None = None
 
     async def __aenter__(self) -> aiormq.abc.AbstractChannel:
-        self.connection = await aio_pika.connect(self.url, timeout=10)
+        urls = self.url.split(",")
+        for i, url in enumerate(urls):
+            try:
+                self.connection = await aio_pika.connect(url, timeout=10 if len(urls) == 1 else 4)
+                break
+            except (*aio_pika.exceptions.CONNECTION_EXCEPTIONS, TimeoutError):
+                if i == len(urls) - 1:
+                    raise
+        assert self.connection is not None
         wrapper = await self.connection.channel(publisher_confirms=False)
         return await wrapper.get_underlay_channel()
 

@@ -55,9 +55,39 @@ def worker_identity() -> str:
 
 def _is_retryable(exc: BaseException) -> bool:
     """Refused credentials or a failed TLS handshake will not fix themselves."""
-    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError | ssl.SSLError):
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
         return False
-    return isinstance(exc, CONNECTION_ERRORS)
+    return isinstance(exc, CONNECTION_ERRORS) and _tls_failure(exc) is None
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl error behind a failed connect: aiormq wraps it in AMQPConnectionError."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:  # a chain may loop back on itself
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _tls_advice(url: str, error: ssl.SSLError) -> str:
+    """What a failed TLS handshake means, in the terms of the URL that was used."""
+    detail = getattr(error, "verify_message", None) or error.reason or str(error)
+    if "mismatch" in str(detail):
+        fix = (
+            "the server's certificate is not issued for the host in the URL: connect by a "
+            "name the certificate lists (its subjectAltName), not another name or an IP"
+        )
+    elif isinstance(error, ssl.SSLCertVerificationError):
+        fix = (
+            "the server's certificate is not signed by a CA this client trusts: give the CA "
+            "file in the URL, e.g. amqps://user:pass@host:5671/?cafile=/etc/ssl/rabbitmq-ca.pem"
+        )
+    else:
+        fix = "that port does not speak TLS: amqps:// needs the broker's TLS port (usually 5671)"
+    return f"TLS handshake with {url} failed ({detail}): {fix}."
 
 
 class Connector:
@@ -154,16 +184,20 @@ class Connector:
                 f"RabbitMQ at {masked} refused the credentials: check the user and "
                 "password in LEVERET_URL (or RABBITMQ_URL) and the user's vhost permissions."
             ) from None
-        except ssl.SSLError as exc:
-            raise BrokerUnavailable(
-                f"TLS handshake with {masked} failed ({exc}): check the CA file "
-                "(?cafile=...), the host name and that the port speaks amqps."
-            ) from None
         except CONNECTION_ERRORS as exc:
+            tls = _tls_failure(exc)
+            if tls is not None:
+                raise BrokerUnavailable(_tls_advice(mask_url(urls[trying[0]]), tls)) from None
+            hint = ""
+            if isinstance(exc.__cause__ or exc, ConnectionResetError) or "reset" in str(exc):
+                hint = (
+                    " The server closed the connection during the handshake: if that port "
+                    "expects TLS, use amqps:// (and ?cafile=...)."
+                )
             raise BrokerUnavailable(
                 f"could not connect to RabbitMQ at {masked} within {limit:.0f} s "
                 f"({type(exc).__name__}: {exc}). Is it running? Start one with "
-                "`rabbitmq-server -detached`, or point LEVERET_URL at one."
+                "`rabbitmq-server -detached`, or point LEVERET_URL at one." + hint
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 

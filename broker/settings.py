@@ -19,7 +19,10 @@ DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
 class Settings(BaseSettings):
     """Connection, topology and runtime settings shared by producers and workers."""
 
-    model_config = SettingsConfigDict(env_prefix="LEVERET_", extra="forbid", frozen=True)
+    # hide_input_in_errors: a rejected URL would otherwise be echoed, password and all.
+    model_config = SettingsConfigDict(
+        env_prefix="LEVERET_", extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     url: str = Field(
         default=DEFAULT_URL,

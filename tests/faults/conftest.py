@@ -149,7 +149,7 @@ async def make_scenario(
         name: str | None = None,
         **settings: Any,
     ) -> Scenario:
-        namespace = f"f{uuid.uuid4().hex[:10]}"
+        namespace = settings.pop("namespace", None) or f"f{uuid.uuid4().hex[:10]}"
         options = {**BASE_SETTINGS, **settings, "url": url, "namespace": namespace}
         directory = tmp_path / namespace
         directory.mkdir()

@@ -118,5 +118,8 @@ async def test_blackhole_with_heartbeat_5s(
     assert consuming[workers - 1] - back_at <= 5.0
     assert confirms, "no send was confirmed after the network came back"
     assert confirms[0] - back_at <= 5.0
+    # Nothing left behind: once the app is closed, no coroutine of ours still runs.
+    await s.app.close()
+    await asyncio.sleep(0.5)
     pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert not pending, f"coroutines still running: {pending}"

@@ -54,7 +54,7 @@ class Workers:
     procs: list[WorkerProc] = field(default_factory=list)
     kills: list[tuple[int, float]] = field(default_factory=list)  # (pid, when)
 
-    def spawn(self, *extra: str) -> WorkerProc:
+    def spawn(self, *extra: str, log_level: str = "INFO") -> WorkerProc:
         log = self.logdir / f"worker-{len(self.procs):04d}.log"
         env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
         handle = log.open("wb")
@@ -63,6 +63,8 @@ class Workers:
                 sys.executable,
                 "-m",
                 "broker",
+                "--log-level",
+                log_level,
                 "worker",
                 APP,
                 "--concurrency",

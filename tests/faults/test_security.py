@@ -320,3 +320,33 @@ async def test_oversize_refused_at_send_and_dead_lettered_at_receive(
     assert dead["pickle"].reason == "malformed", dead["pickle"].headers
     assert not tripwire.exists(), "something unpickled a message body"
     s.verdict(dead=set(dead), record=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "engine: broker/worker.py Worker.run() catches CONNECTION_ERRORS, which include "
+        "channel errors such as ACCESS_REFUSED raised by declare(); the connection itself is "
+        "fine, so Connector.get() returns it at once and the loop retries with no pause "
+        "(2,664 times in 15 s here). Fix: make channel-level refusals at start-up fatal "
+        "(an error naming the user and the missing permission) and back off between failed "
+        "rounds on a live connection."
+    ),
+)
+async def test_worker_without_permission_stops_with_a_clear_error(
+    node: SingleNode,
+    users: dict[str, str],
+    make_scenario,  # type: ignore[no-untyped-def]
+) -> None:
+    """A worker run with the producer's credentials says so and stops; it does not spin."""
+    s = make_scenario(
+        user_url(node, users["producer"]), admin_url=node.url, namespace=users["namespace"]
+    )
+    worker = s.workers.spawn()
+    code = await s.workers.wait_exit(worker, 10)
+    output = worker.output()
+    retries = output.count("reconnecting")
+    print(f"exit code {code}, {retries} reconnects in {len(output)} bytes of log")
+    assert retries < 20, f"the worker retried {retries} times in 10 s"
+    assert code not in (None, 0)
+    assert "ACCESS_REFUSED" in output

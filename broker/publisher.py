@@ -1,10 +1,10 @@
 """Confirmed, mandatory publishing that never reports an unconfirmed message as sent.
 
 The fast path is one ``basic_publish`` on a shared confirm channel, so concurrent
-sends share it and wait for their own confirms side by side. After any failure the
-channel is dropped and a fresh one is used (after a quorum leader failover one
-channel was seen nacking every publish for minutes while fresh ones worked), within
-a bounded deadline; then the error is raised.
+sends share it and wait for their own confirms side by side. After a failure the
+channel that failed is set aside and a fresh one is used (after a quorum leader
+failover one channel was seen nacking every publish for minutes while fresh ones
+worked), within a bounded deadline; then the error is raised.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ class Publisher:
         self._settings = settings
         self._channel: AbstractChannel | None = None
         self._opening: asyncio.Lock = asyncio.Lock()
+        self._retired: set[AbstractChannel] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def _open_channel(self, deadline: float) -> AbstractChannel:
         async with self._opening:
@@ -48,10 +50,27 @@ class Publisher:
             return self._channel
 
     def _drop(self, channel: AbstractChannel | None) -> None:
-        if channel is not None and self._channel is channel:
-            self._channel = None
-            if not channel.is_closed:
-                asyncio.get_running_loop().create_task(_close_quietly(channel))
+        """Stop sending on a channel that failed; later sends open a fresh one.
+
+        Other sends may still wait for their confirms on it (a nack answers one
+        message - a queue at its length limit, say - not the channel), so it is
+        closed only once those have had their time.
+        """
+        if channel is None or self._channel is not channel:
+            return
+        self._channel = None
+        if channel.is_closed:
+            return
+        self._retired.add(channel)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self._settings.confirm_timeout, self._close_retired, channel)
+
+    def _close_retired(self, channel: AbstractChannel) -> None:
+        if channel in self._retired:
+            self._retired.discard(channel)
+            task = asyncio.get_running_loop().create_task(_close_quietly(channel))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def publish(
         self,
@@ -86,6 +105,7 @@ class Publisher:
                 raise self._unroutable(exchange, routing_key) from None
             except RETRYABLE as exc:
                 _reraise_if_cancelled(exc)
+            self._drop(channel)  # it nacked or failed: what comes next uses a fresh one
         await self._publish_retrying(exchange, routing_key, body, properties, budget, until)
 
     async def _publish_retrying(
@@ -101,8 +121,6 @@ class Publisher:
         last: BaseException | None = None
         while True:
             attempt += 1
-            # The first failure may have been on a stale channel: always start afresh.
-            self._drop(self._channel)
             channel: AbstractChannel | None = None
             try:
                 # Connecting can take longer than its own retries allow (a node that
@@ -151,9 +169,12 @@ class Publisher:
         )
 
     async def close(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None and not channel.is_closed:
-            await _close_quietly(channel)
+        channels = [self._channel, *self._retired]
+        self._channel = None
+        self._retired.clear()
+        for channel in channels:
+            if channel is not None and not channel.is_closed:
+                await _close_quietly(channel)
 
 
 def _reraise_if_cancelled(exc: BaseException) -> None:

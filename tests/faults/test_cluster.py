@@ -8,7 +8,6 @@ quorum queues' leaders start there. Then that leader is killed, frozen or cut of
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import random
 import subprocess
@@ -21,7 +20,7 @@ from tests.apps.faults_app import QUEUE
 from tests.faults.cluster import Cluster
 from tests.faults.ledger import longest_gap
 from tests.faults.scenario import FULL, LeakedCancel, Scenario, size, span
-from tests.faults.test_security import replay_command
+from tests.faults.test_security import NO_REPLAY, NO_REPLAY_REASON, replay_command
 from tests.faults.workers import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800 if FULL else 240)]
@@ -91,9 +90,9 @@ async def test_leader_frozen_or_partitioned(cluster: Cluster, make_scenario, fau
         pytest.skip(f"cannot cut a partition here: {cluster.no_partitions}")
     s = on_cluster(make_scenario, cluster, name=f"leader_{fault}")
     leader = await start(s, cluster)
-    hold = span(20, 30) if fault == "frozen" else span(25, 40)
+    hold = span(16, 30) if fault == "frozen" else span(20, 40)
     total = size(500, 20_000)
-    lead, tail = 3.0, span(8, 30)
+    lead, tail = 3.0, span(5, 30)
     producer = s.produce_in_background(
         total, rate=total / (lead + hold + tail), ms=10, concurrency=16, resend=5
     )
@@ -188,13 +187,12 @@ async def test_retries_through_the_delay_ladder_while_a_node_dies(
         assert done.attempt == wanted, f"{done.task_id} finished on attempt {done.attempt}"
 
 
+@pytest.mark.skipif(NO_REPLAY, reason=NO_REPLAY_REASON)
 async def test_dlq_replay_with_replay_killed_and_a_node_killed(
     cluster: Cluster,
     make_scenario,  # type: ignore[no-untyped-def]
 ) -> None:
     """0 lost while replaying the dead letters through a crash of the replay and a node."""
-    if importlib.util.find_spec("broker.deadletter") is None:
-        pytest.skip("broker/deadletter.py (leveret dlq replay) is not part of this build yet")
     s = on_cluster(make_scenario, cluster, app_options={"max_attempts": 1})
     leader = await start(s, cluster)
     total = size(500, 10_000)

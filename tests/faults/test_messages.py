@@ -143,8 +143,12 @@ async def test_poison_task_kills_its_worker_each_time(node: SingleNode, make_sce
 async def test_task_longer_than_consumer_timeout(node: SingleNode, make_scenario) -> None:  # type: ignore[no-untyped-def]
     """Our own time limit fires first: no PRECONDITION_FAILED, no second run."""
     consumer_timeout_ms = 6000
-    node.ctl("eval", f"application:set_env(rabbit, consumer_timeout, {consumer_timeout_ms}).")
-    node.ctl("eval", "application:set_env(rabbit, channel_tick_interval, 500).")
+    # Channels read both when they open; the tick is how often they check (60 s).
+    node.ctl(
+        "eval",
+        f"application:set_env(rabbit, consumer_timeout, {consumer_timeout_ms}), "
+        "application:set_env(rabbit, channel_tick_interval, 500).",
+    )
     try:
         # The worker reaches the node through a proxy that logs every channel.close.
         proxy = FaultProxy(Upstream(port=node.port), name="proxy-ct").start()
@@ -160,17 +164,22 @@ async def test_task_longer_than_consumer_timeout(node: SingleNode, make_scenario
         await s.workers.wait_ready()
 
         # Control: the node really enforces the short consumer_timeout on a raw consumer.
-        closed_by_broker = await hold_a_delivery(s.admin_url, s.names.work_queue(QUEUE) + ".ctl")
-
+        control = asyncio.create_task(
+            hold_a_delivery(s.admin_url, s.names.work_queue(QUEUE) + ".ctl")
+        )
         count = size(3, 20)
         await s.produce(((n, {"ms": 30_000}) for n in range(count)), resend=0)
         await s.settle(within=60, dead=count)
         await asyncio.sleep(consumer_timeout_ms / 1000 + 2)  # room for the broker to act
+        closed_by_broker = await control
         closes = proxy.seen(CHANNEL_CLOSE, direction="down")
         log = worker.output()
     finally:
-        node.ctl("eval", "application:set_env(rabbit, consumer_timeout, 1800000).")
-        node.ctl("eval", "application:set_env(rabbit, channel_tick_interval, 60000).")
+        node.ctl(
+            "eval",
+            "application:set_env(rabbit, consumer_timeout, 1800000), "
+            "application:set_env(rabbit, channel_tick_interval, 60000).",
+        )
         proxy.stop()
 
     dead = {d.task_id: d for d in await s.dead_letters()}

@@ -32,7 +32,7 @@ async def test_connections_reset_mid_publish_and_mid_consume(
     make_scenario,  # type: ignore[no-untyped-def]
 ) -> None:
     """Every send ends confirmed or raised; consumers are back within 5 s of each reset."""
-    s = make_scenario(proxy.url(), admin_url=node.url, concurrency=8)
+    s = make_scenario(proxy.url(), admin_url=node.url, concurrency=size(8, 16))
     await s.declare()
     workers = 2
     for _ in range(workers):
@@ -81,7 +81,7 @@ async def test_blackhole_with_heartbeat_5s(
 
     hole = span(20.0, 30.0)
     total = size(400, 5_000)
-    lead, tail = 3.0, 10.0
+    lead, tail = 3.0, span(5.0, 10.0)
     producer = s.produce_in_background(
         total, rate=total / (lead + hole + tail), ms=20, concurrency=8, resend=3
     )

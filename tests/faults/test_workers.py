@@ -69,8 +69,8 @@ async def test_sigterm_half_the_workers_under_load(node: SingleNode, make_scenar
         s.workers.spawn()
     await s.workers.wait_ready()
 
-    # Mostly short tasks; every 15th outlasts the grace period and must go back.
-    jobs = [(n, {"ms": 6000 if n % 15 == 7 else 60}) for n in range(total)]
+    # Mostly short tasks; every 15th of the first 150 outlasts the grace period.
+    jobs = [(n, {"ms": 6000 if n % 15 == 7 and n < 150 else 60}) for n in range(total)]
     rate = total / span_seconds(total)
     producer = asyncio.create_task(s.produce(jobs, rate=rate))
     await asyncio.sleep(3)

@@ -10,7 +10,9 @@ from broker import Worker
 
 
 async def wait_for(
-    predicate: Callable[[], bool], timeout: float = 20.0, every: float = 0.02
+    predicate: Callable[[], bool],
+    timeout: float = 20.0,  # noqa: ASYNC109 - a polling helper; callers pass a number
+    every: float = 0.02,
 ) -> None:
     """Poll until ``predicate()`` holds; fail the test with a clear message if it never does."""
     deadline = asyncio.get_running_loop().time() + timeout

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
 import ssl
 from urllib.parse import urlsplit, urlunsplit
@@ -24,7 +25,6 @@ from tenacity import (
     retry_if_exception,
     stop_after_delay,
     stop_never,
-    wait_exponential_jitter,
 )
 
 from broker import frames
@@ -32,6 +32,12 @@ from broker.errors import BrokerUnavailable
 from broker.settings import Settings
 
 log = logging.getLogger("leveret.connection")
+
+# aiormq gives up on a silent broker only after 3 x (heartbeat + 1) s, checked every
+# heartbeat / 2 s: 18-20 s with a 5 s heartbeat (measured behind a black-holing
+# proxy). RabbitMQ drops a silent client after two heartbeat intervals; do the same,
+# so a dead peer is noticed within three heartbeats (12-14 s for 5 s).
+aiormq.Connection.HEARTBEAT_GRACE_MULTIPLIER = 2
 
 #: What a lost or refused connection raises, in aio-pika, aiormq and asyncio.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -70,9 +76,39 @@ def worker_identity() -> str:
 
 def _is_retryable(exc: BaseException) -> bool:
     """Refused credentials or a failed TLS handshake will not fix themselves."""
-    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError | ssl.SSLError):
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
         return False
-    return isinstance(exc, CONNECTION_ERRORS)
+    return isinstance(exc, CONNECTION_ERRORS) and _tls_failure(exc) is None
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl error behind a failed connect: aiormq wraps it in AMQPConnectionError."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:  # a chain may loop back on itself
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _tls_advice(url: str, error: ssl.SSLError) -> str:
+    """What a failed TLS handshake means, in the terms of the URL that was used."""
+    detail = getattr(error, "verify_message", None) or error.reason or str(error)
+    if "mismatch" in str(detail):
+        fix = (
+            "the server's certificate is not issued for the host in the URL: connect by a "
+            "name the certificate lists (its subjectAltName), not another name or an IP"
+        )
+    elif isinstance(error, ssl.SSLCertVerificationError):
+        fix = (
+            "the server's certificate is not signed by a CA this client trusts: give the CA "
+            "file in the URL, e.g. amqps://user:pass@host:5671/?cafile=/etc/ssl/rabbitmq-ca.pem"
+        )
+    else:
+        fix = "that port does not speak TLS: amqps:// needs the broker's TLS port (usually 5671)"
+    return f"TLS handshake with {url} failed ({detail}): {fix}."
 
 
 class Connector:
@@ -85,12 +121,19 @@ class Connector:
         self._connection: AbstractConnection | None = None
         self._lock = asyncio.Lock()
         self.reconnects = 0
+        self._next = 0  # index into settings.urls of the node to try first
 
     @property
     def connection(self) -> AbstractConnection | None:
-        """The current connection if it is open, else None."""
+        """The current connection if it is open, else None.
+
+        aio-pika's ``is_closed`` turns true only once ``close()`` is called: a
+        connection the broker or the network dropped shows as ``connected`` cleared.
+        """
         conn = self._connection
-        return conn if conn is not None and is_open(conn) else None
+        if conn is None or not is_open(conn) or not conn.connected.is_set():
+            return None
+        return conn
 
     async def get(self, *, deadline: float | None = None) -> AbstractConnection:
         """A live connection, connecting first if needed.
@@ -105,21 +148,33 @@ class Connector:
             conn = self.connection
             if conn is not None:
                 return conn
-            had_one = self._connection is not None
+            dead, self._connection = self._connection, None
+            if dead is not None:
+                await _close_dead(dead)
+                self._next += 1  # its node may be gone: start with the next one
             self._connection = await self._connect(deadline)
-            if had_one:
+            if dead is not None:
                 self.reconnects += 1
             return self._connection
 
     async def _connect(self, deadline: float | None) -> AbstractConnection:
         limit = self.settings.connect_deadline if deadline is None else deadline
-        masked = mask_url(self.settings.url)
+        urls = self.settings.urls
+        masked = ", ".join(mask_url(url) for url in urls)
+        trying = [0]
+
+        def wait(state: RetryCallState) -> float:
+            """Each node once without a pause, then back off between rounds."""
+            if state.attempt_number % len(urls):
+                return 0.0
+            rounds = state.attempt_number // len(urls)
+            return min(0.2 * 2.0 ** (rounds - 1), 5.0) + random.uniform(0, 0.5)
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             log.warning(
                 "connecting to %s failed (attempt %d: %s); retrying in %.1f s",
-                masked,
+                mask_url(urls[trying[0]]),
                 state.attempt_number,
                 exc,
                 state.next_action.sleep if state.next_action else 0,
@@ -127,7 +182,7 @@ class Connector:
 
         retrying = AsyncRetrying(
             stop=stop_never if limit == float("inf") else stop_after_delay(limit),
-            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5),
+            wait=wait,
             retry=retry_if_exception(_is_retryable),
             before_sleep=before_sleep,
             reraise=True,
@@ -135,27 +190,36 @@ class Connector:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await aio_pika.connect(
-                        self.settings.url,
-                        heartbeat=self.settings.heartbeat,
-                        timeout=max(5.0, self.settings.heartbeat),
-                        client_properties={"connection_name": self.name},
-                    )
+                    trying[0] = self._next % len(urls)
+                    try:
+                        return await aio_pika.connect(
+                            urls[trying[0]],
+                            heartbeat=self.settings.heartbeat,
+                            timeout=max(5.0, self.settings.heartbeat),
+                            client_properties={"connection_name": self.name},
+                        )
+                    except BaseException:
+                        self._next = trying[0] + 1
+                        raise
         except aiormq.exceptions.ProbableAuthenticationError:
             raise BrokerUnavailable(
                 f"RabbitMQ at {masked} refused the credentials: check the user and "
                 "password in LEVERET_URL (or RABBITMQ_URL) and the user's vhost permissions."
             ) from None
-        except ssl.SSLError as exc:
-            raise BrokerUnavailable(
-                f"TLS handshake with {masked} failed ({exc}): check the CA file "
-                "(?cafile=...), the host name and that the port speaks amqps."
-            ) from None
         except CONNECTION_ERRORS as exc:
+            tls = _tls_failure(exc)
+            if tls is not None:
+                raise BrokerUnavailable(_tls_advice(mask_url(urls[trying[0]]), tls)) from None
+            hint = ""
+            if isinstance(exc.__cause__ or exc, ConnectionResetError) or "reset" in str(exc):
+                hint = (
+                    " The server closed the connection during the handshake: if that port "
+                    "expects TLS, use amqps:// (and ?cafile=...)."
+                )
             raise BrokerUnavailable(
                 f"could not connect to RabbitMQ at {masked} within {limit:.0f} s "
                 f"({type(exc).__name__}: {exc}). Is it running? Start one with "
-                "`rabbitmq-server -detached`, or point LEVERET_URL at one."
+                "`rabbitmq-server -detached`, or point LEVERET_URL at one." + hint
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -163,3 +227,22 @@ class Connector:
         conn, self._connection = self._connection, None
         if conn is not None and not conn.is_closed:
             await conn.close()
+
+
+_CLOSE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncio.CancelledError)
+
+
+async def _close_dead(conn: AbstractConnection) -> None:
+    """Release what is left of a dropped connection; its errors no longer matter."""
+    try:
+        async with asyncio.timeout(2):
+            await conn.close()
+    except _CLOSE_ERRORS as exc:
+        _reraise_if_cancelled(exc)
+        log.debug("closing a dropped connection failed", exc_info=True)
+
+
+def _reraise_if_cancelled(exc: BaseException) -> None:
+    task = asyncio.current_task()
+    if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+        raise exc

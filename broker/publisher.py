@@ -4,8 +4,8 @@ All publishes share one confirm channel and wait for their own confirms side by
 side. The messages published in one event-loop turn are written as one frame
 (``Batcher``): aiormq's ``basic_publish`` holds the channel lock until each message
 has been handed to the socket, which lets only one message through per loop turn
-and made ``send_many`` slower than a plain aio-pika loop. After any failure the
-channel is dropped and a fresh one is used (after a quorum leader failover one
+and made ``send_many`` slower than a plain aio-pika loop. After a failure the
+channel that failed is set aside and a fresh one is used (after a quorum leader failover one
 channel was seen nacking every publish for minutes while fresh ones worked), within
 a bounded deadline; then the error is raised.
 """
@@ -124,6 +124,8 @@ class Publisher:
         self._channel: AbstractChannel | None = None
         self._batcher: Batcher | None = None
         self._opening: asyncio.Lock = asyncio.Lock()
+        self._retired: set[AbstractChannel] = set()
+        self._closing: set[asyncio.Task[None]] = set()
         #: Called with the seconds from publish to confirm of each confirmed message.
         self.on_confirmed: Callable[[float], None] | None = None
 
@@ -164,12 +166,31 @@ class Publisher:
             return await confirmation
 
     def _drop(self, channel: AbstractChannel | None) -> None:
-        if channel is not None and self._channel is channel:
-            if self._batcher is not None:
-                self._batcher.flush()
-            self._channel = None
-            if not channel.is_closed:
-                asyncio.get_running_loop().create_task(_close_quietly(channel))
+        """Stop sending on a channel that failed; later sends open a fresh one.
+
+        Only that channel: other sends may already be confirming on a new one that a
+        concurrent retry opened (dropping whatever was current made one lost channel
+        at 1,500 sends/s cascade into thousands of retries). Sends still waiting for
+        confirms on it are given their time too (a nack answers one message - a queue
+        at its length limit, say - not the channel), so it closes only after that.
+        """
+        if channel is None or self._channel is not channel:
+            return
+        if self._batcher is not None and self._batcher.channel is channel:
+            self._batcher.flush()
+        self._channel = None
+        if channel.is_closed:
+            return
+        self._retired.add(channel)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self._settings.confirm_timeout, self._close_retired, channel)
+
+    def _close_retired(self, channel: AbstractChannel) -> None:
+        if channel in self._retired:
+            self._retired.discard(channel)
+            task = asyncio.get_running_loop().create_task(_close_quietly(channel))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def publish(
         self,
@@ -180,9 +201,15 @@ class Publisher:
         *,
         deadline: float | None = None,
     ) -> None:
-        """Return once RabbitMQ has confirmed the message; raise if it did not."""
+        """Return once RabbitMQ has confirmed the message; raise if it did not.
+
+        The deadline (``publish_deadline`` unless given) covers every attempt,
+        the first included, and the connecting in between.
+        """
         observe = self.on_confirmed
         started = time.perf_counter() if observe is not None else 0.0
+        budget = self._settings.publish_deadline if deadline is None else deadline
+        until = time.monotonic() + budget
         channel = self._channel
         if channel is not None and not channel.is_closed:
             try:
@@ -192,7 +219,7 @@ class Publisher:
                     routing_key,
                     body,
                     properties,
-                    self._settings.confirm_timeout,
+                    min(self._settings.confirm_timeout, budget),
                 )
                 if isinstance(confirm, Basic.Ack):
                     if observe is not None:
@@ -202,7 +229,8 @@ class Publisher:
                 raise self._unroutable(exchange, routing_key) from None
             except RETRYABLE as exc:
                 _reraise_if_cancelled(exc)
-        await self._publish_retrying(exchange, routing_key, body, properties, deadline, channel)
+            self._drop(channel)  # it nacked or failed: what comes next uses a fresh one
+        await self._publish_retrying(exchange, routing_key, body, properties, budget, until)
         if observe is not None:
             observe(time.perf_counter() - started)
 
@@ -212,28 +240,25 @@ class Publisher:
         routing_key: str,
         body: bytes,
         properties: Basic.Properties,
-        deadline: float | None,
-        failed: AbstractChannel | None,
+        budget: float,
+        until: float,
     ) -> None:
-        budget = self._settings.publish_deadline if deadline is None else deadline
-        until = time.monotonic() + budget
         pause, attempt = 0.05, 0
         last: BaseException | None = None
         while True:
             attempt += 1
-            # Start afresh, but drop only the channel that failed: other sends may already
-            # be confirming on a new one that a concurrent retry opened. (Dropping whatever
-            # was current made one lost channel at 1,500 sends/s cascade into tens of
-            # thousands of retries and a closed connection.)
-            self._drop(failed)
-            failed = None
             channel: AbstractChannel | None = None
             try:
-                channel = await self._open_channel(until)
-                timeout = min(self._settings.confirm_timeout, max(until - time.monotonic(), 0.1))
-                confirm = await self._confirm(
-                    channel, exchange, routing_key, body, properties, timeout
-                )
+                # Connecting can take longer than its own retries allow (a node that
+                # accepts TCP but never answers): bound the whole attempt.
+                async with asyncio.timeout(max(until - time.monotonic(), 0.1)):
+                    channel = await self._open_channel(until)
+                    timeout = min(
+                        self._settings.confirm_timeout, max(until - time.monotonic(), 0.1)
+                    )
+                    confirm = await self._confirm(
+                        channel, exchange, routing_key, body, properties, timeout
+                    )
                 if isinstance(confirm, Basic.Ack):
                     if attempt > 1:
                         log.info("publish to %s confirmed after %d attempts", exchange, attempt)
@@ -265,11 +290,14 @@ class Publisher:
         )
 
     async def close(self) -> None:
-        channel, self._channel = self._channel, None
+        channels = [self._channel, *self._retired]
+        self._channel = None
+        self._retired.clear()
         if self._batcher is not None:
             self._batcher.flush()
-        if channel is not None and not channel.is_closed:
-            await _close_quietly(channel)
+        for channel in channels:
+            if channel is not None and not channel.is_closed:
+                await _close_quietly(channel)
 
 
 def _reraise_if_cancelled(exc: BaseException) -> None:

@@ -19,12 +19,16 @@ DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
 class Settings(BaseSettings):
     """Connection, topology and runtime settings shared by producers and workers."""
 
-    model_config = SettingsConfigDict(env_prefix="LEVERET_", extra="forbid", frozen=True)
+    # hide_input_in_errors: a rejected URL would otherwise be echoed, password and all.
+    model_config = SettingsConfigDict(
+        env_prefix="LEVERET_", extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     url: str = Field(
         default=DEFAULT_URL,
         validation_alias=AliasChoices("LEVERET_URL", "RABBITMQ_URL", "url"),
-        description="AMQP URL; amqps:// for TLS.",
+        description="AMQP URL; amqps:// for TLS. Several, comma-separated, for the nodes "
+        "of a cluster: connections go to the next one when one fails.",
     )
     namespace: str = Field(
         default="leveret",
@@ -72,9 +76,18 @@ class Settings(BaseSettings):
     @field_validator("url")
     @classmethod
     def _amqp_scheme(cls, value: str) -> str:
-        if not value.startswith(("amqp://", "amqps://")):
-            raise ValueError("must start with amqp:// or amqps://, e.g. " + DEFAULT_URL)
-        return value
+        urls = [url.strip() for url in value.split(",") if url.strip()]
+        if not urls or not all(url.startswith(("amqp://", "amqps://")) for url in urls):
+            raise ValueError(
+                "must be one AMQP URL or several separated by commas, each starting with "
+                "amqp:// or amqps://, e.g. " + DEFAULT_URL
+            )
+        return ",".join(urls)
+
+    @property
+    def urls(self) -> list[str]:
+        """The node URLs in the order connections try them."""
+        return self.url.split(",")
 
     @property
     def max_delay_seconds(self) -> float:

@@ -1,0 +1,136 @@
+"""Worker processes for fault scenarios: started, signalled, respawned like a Deployment.
+
+Each worker is ``python -m broker worker tests.apps.faults_app:app`` with its own log
+file (a pipe nobody reads would block it). ``supervise`` keeps a number of them
+alive, as Kubernetes would after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.apps.faults_app:app"
+
+
+@dataclass(eq=False)
+class WorkerProc:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    started: float
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    @property
+    def ready(self) -> bool:
+        return " consuming " in self.output()
+
+
+@dataclass
+class Workers:
+    """Every worker process one scenario started; all are killed at the end."""
+
+    env: dict[str, str]
+    logdir: Path
+    concurrency: int = 8
+    shutdown_timeout: float = 10.0
+    procs: list[WorkerProc] = field(default_factory=list)
+    kills: list[tuple[int, float]] = field(default_factory=list)  # (pid, when)
+
+    def spawn(self, *extra: str, log_level: str = "INFO") -> WorkerProc:
+        log = self.logdir / f"worker-{len(self.procs):04d}.log"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
+        handle = log.open("wb")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "broker",
+                "--log-level",
+                log_level,
+                "worker",
+                APP,
+                "--concurrency",
+                str(self.concurrency),
+                "--shutdown-timeout",
+                str(self.shutdown_timeout),
+                *extra,
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        handle.close()
+        worker = WorkerProc(proc, log, time.time())
+        self.procs.append(worker)
+        return worker
+
+    @property
+    def alive(self) -> list[WorkerProc]:
+        return [w for w in self.procs if w.alive]
+
+    async def wait_ready(self, workers: list[WorkerProc] | None = None, within: float = 60) -> None:
+        workers = workers if workers is not None else self.alive
+        deadline = time.monotonic() + within
+        while not all(w.ready for w in workers):
+            dead = [w for w in workers if not w.alive]
+            if dead:
+                raise AssertionError(f"worker {dead[0].pid} exited:\n{dead[0].output()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"workers not consuming within {within:.0f} s")
+            await asyncio.sleep(0.1)
+
+    def kill(self, worker: WorkerProc, sig: int = signal.SIGKILL) -> None:
+        if sig == signal.SIGKILL:
+            self.kills.append((worker.pid, time.time()))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, sig)
+
+    async def supervise(self, keep: int, stop: asyncio.Event, *extra: str) -> int:
+        """Respawn dead workers until ``stop``; returns how many were respawned."""
+        respawned = 0
+        while not stop.is_set():
+            for _ in range(keep - len(self.alive)):
+                self.spawn(*extra)
+                respawned += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.1)
+        return respawned
+
+    async def wait_exit(self, worker: WorkerProc, within: float) -> int | None:
+        """The exit code once the process has ended, or None after ``within`` s."""
+        deadline = time.monotonic() + within
+        while worker.alive and time.monotonic() < deadline:  # noqa: ASYNC110 - a process, no event
+            await asyncio.sleep(0.05)
+        return worker.proc.poll()
+
+    def stop_all(self) -> None:
+        for worker in self.procs:
+            if worker.alive:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.proc.kill()
+        for worker in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.proc.wait(timeout=10)
+
+    def outputs(self) -> str:
+        return "\n".join(w.output() for w in self.procs)

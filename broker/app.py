@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Concatenate
 
+import aiormq
 from pydantic import BaseModel
 
 from broker.connection import Connector
@@ -19,7 +20,7 @@ from broker.producer import Producer
 from broker.retry import RetryPolicy
 from broker.settings import QueueType, Settings
 from broker.task import M, Registration, Task, model_of, registration
-from broker.topology import Overflow, QueueSpec
+from broker.topology import Overflow, QueueSpec, access_refused
 
 HandlerOf = Callable[Concatenate[M, ...], Any]
 
@@ -228,6 +229,8 @@ class App:
             producer.core_declared()
             for name in names:
                 await producer.topology.declare_queue(raw, self.queue_spec(name))
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise access_refused(exc, "declare the topology", self.settings.namespace) from None
         finally:
             if not channel.is_closed:
                 await channel.close()

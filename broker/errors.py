@@ -4,6 +4,7 @@
     ├── ConfigError            settings or task definitions that cannot work
     ├── BrokerUnavailable      no connection to RabbitMQ within the deadline
     ├── TopologyMismatch       a queue or exchange exists with other arguments
+    ├── AccessRefused          the RabbitMQ user lacks a permission it needs
     ├── PublishError           a send that RabbitMQ did not take
     │   ├── NotConfirmed       nacked, timed out or cut off before the confirm
     │   ├── Unroutable         no queue is bound for the message
@@ -39,6 +40,10 @@ class BrokerUnavailable(LeveretError):
 
 class TopologyMismatch(LeveretError):
     """A queue or exchange already exists with arguments other than ours."""
+
+
+class AccessRefused(LeveretError):
+    """The RabbitMQ user lacks a permission (configure, write or read) it needs."""
 
 
 class PublishError(LeveretError):

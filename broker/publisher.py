@@ -27,6 +27,7 @@ from broker import frames_out
 from broker.connection import CONNECTION_ERRORS, Connector
 from broker.errors import BrokerUnavailable, NotConfirmed, Unroutable
 from broker.settings import Settings
+from broker.topology import access_refused
 
 log = logging.getLogger("leveret.publisher")
 
@@ -227,6 +228,9 @@ class Publisher:
                     return
             except aiormq.exceptions.PublishError:
                 raise self._unroutable(exchange, routing_key) from None
+            except aiormq.exceptions.ChannelAccessRefused as exc:
+                doing = f"publish to {exchange!r}"
+                raise access_refused(exc, doing, self._settings.namespace) from None
             except RETRYABLE as exc:
                 _reraise_if_cancelled(exc)
             self._drop(channel)  # it nacked or failed: what comes next uses a fresh one
@@ -266,6 +270,9 @@ class Publisher:
                 last = NotConfirmed(f"RabbitMQ nacked the message to {exchange!r}")
             except aiormq.exceptions.PublishError:
                 raise self._unroutable(exchange, routing_key) from None
+            except aiormq.exceptions.ChannelAccessRefused as exc:
+                doing = f"publish to {exchange!r}"
+                raise access_refused(exc, doing, self._settings.namespace) from None
             except BrokerUnavailable as exc:
                 last = exc
             except RETRYABLE as exc:

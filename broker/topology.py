@@ -19,7 +19,7 @@ import aiormq
 from aiormq.abc import AbstractChannel
 
 from broker import delay
-from broker.errors import ConfigError, TopologyMismatch
+from broker.errors import AccessRefused, ConfigError, TopologyMismatch
 from broker.settings import QueueType, Settings
 
 Overflow = Literal["drop-head", "reject-publish", "reject-publish-dlx"]
@@ -202,6 +202,18 @@ async def _queue(channel: AbstractChannel, name: str, arguments: dict[str, Any])
         await channel.queue_declare(queue=name, durable=True, arguments=arguments)
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         raise _mismatch("queue", name, arguments, exc) from None
+
+
+def access_refused(exc: Exception, doing: str, namespace: str) -> AccessRefused:
+    """An ACCESS_REFUSED from the broker, with the permissions to grant."""
+    detail = exc.args[0] if exc.args else exc
+    pattern = "^" + namespace.replace(".", "\\.") + "\\."
+    return AccessRefused(
+        f"RabbitMQ refused to let this user {doing} ({detail}). Grant it the permissions "
+        f"its role needs on names matching {pattern!r}; a worker needs configure, write "
+        f"and read: rabbitmqctl set_permissions -p <vhost> <user> "
+        f"'{pattern}' '{pattern}' '{pattern}'"
+    )
 
 
 def _mismatch(kind: str, name: str, wanted: dict[str, Any], exc: Exception) -> TopologyMismatch:

@@ -45,6 +45,7 @@ from broker.errors import (
 )
 from broker.middleware import Outcome
 from broker.task import Registration, TaskContext
+from broker.topology import access_refused
 
 log = logging.getLogger("leveret.worker")
 
@@ -197,7 +198,10 @@ class Worker:
             consumer = QueueConsumer(
                 names.work_queue(queue), self.concurrency, partial(self.process, queue=queue)
             )
-            await consumer.start(connection)
+            try:
+                await consumer.start(connection)
+            except aiormq.exceptions.ChannelAccessRefused as exc:
+                raise access_refused(exc, f"consume {queue!r}", self.settings.namespace) from None
             self.consumers[queue] = consumer
 
     async def _watch(self, connection: AbstractConnection) -> None:

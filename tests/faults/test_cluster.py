@@ -206,13 +206,16 @@ async def test_dlq_replay_with_replay_killed_and_a_node_killed(
     await s.workers.wait_ready()
 
     env = {**os.environ, **s.workers.env, "PYTHONPATH": str(ROOT)}
-    command = replay_command("tests.apps.faults_app:app", QUEUE)
+    # Slowed down so that the kill lands mid-replay: the whole run would take 5 s (20 s).
+    slow = replay_command("tests.apps.faults_app:app", QUEUE, rate=int(total / span(5, 20)))
     replay = await asyncio.create_subprocess_exec(
-        *command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        *slow, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     await asyncio.sleep(span(2, 10))
+    assert replay.returncode is None, "the replay must still be running when it is killed"
     replay.kill()  # SIGKILL mid-replay
     await replay.wait()
+    command = replay_command("tests.apps.faults_app:app", QUEUE)
     await asyncio.to_thread(cluster.kill, (leader + 1) % 3)
     rerun = await asyncio.create_subprocess_exec(
         *command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 import pickle
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from broker import App, BrokerUnavailable, NotConfirmed, PayloadTooLarge, Settings
 from broker.locate import free_port
+from broker.topology import Names
 from tests.apps.faults_app import QUEUE, Job, job
 from tests.faults.conftest import SingleNode
 from tests.faults.proxy import FaultProxy, Upstream
@@ -157,13 +159,23 @@ async def _ignore(_: object) -> None:
     return None
 
 
-def replay_command(app: str, queue: str) -> list[str]:
+def replay_command(app: str, queue: str, rate: int | None = None) -> list[str]:
     """The dead-letter replay command line (one place to adapt if its flags change)."""
-    return [sys.executable, "-m", "broker", "dlq", "replay", app, "--queue", queue, "--yes"]
+    command = [sys.executable, "-m", "broker", "dlq", "replay", "--app", app, "--queue", queue]
+    return command if rate is None else [*command, "--rate", f"{rate}/s"]
 
 
 NO_REPLAY = importlib.util.find_spec("broker.deadletter") is None
 NO_REPLAY_REASON = "broker/deadletter.py (leveret dlq replay) is not part of this build yet"
+
+
+async def _dead_letter_one(url: str, namespace: str) -> None:
+    """Put one message in the dead-letter queue, as an administrator."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(Names(namespace).dead_exchange)
+        await exchange.publish(aio_pika.Message(b"{}", message_id="dead-1"), routing_key=QUEUE)
 
 
 @pytest.mark.skipif(NO_REPLAY, reason=NO_REPLAY_REASON)
@@ -174,6 +186,17 @@ def test_replay_needs_a_user_allowed_to(node: SingleNode, users: dict[str, str])
         "LEVERET_DELAY_LEVELS": "12",
         "PYTHONPATH": str(ROOT),
     }
+    declared = subprocess.run(
+        [sys.executable, "-m", "broker", "declare", "tests.apps.faults_app:app"],
+        env={**os.environ, **env, "LEVERET_URL": node.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert declared.returncode == 0, declared.stdout + declared.stderr
+    asyncio.run(_dead_letter_one(node.url, users["namespace"]))
     cmd = replay_command("tests.apps.faults_app:app", QUEUE)
     refused = subprocess.run(
         cmd,
@@ -325,17 +348,6 @@ async def test_oversize_refused_at_send_and_dead_lettered_at_receive(
     s.verdict(dead=set(dead), record=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine: broker/worker.py Worker.run() catches CONNECTION_ERRORS, which include "
-        "channel errors such as ACCESS_REFUSED raised by declare(); the connection itself is "
-        "fine, so Connector.get() returns it at once and the loop retries with no pause "
-        "(2,664 times in 15 s here). Fix: make channel-level refusals at start-up fatal "
-        "(an error naming the user and the missing permission) and back off between failed "
-        "rounds on a live connection."
-    ),
-)
 async def test_worker_without_permission_stops_with_a_clear_error(
     node: SingleNode,
     users: dict[str, str],

@@ -6,6 +6,7 @@ itself, and dead letters an operator can inspect and replay.
 
 from broker.app import App
 from broker.errors import (
+    AccessRefused,
     BrokerUnavailable,
     BulkPublishError,
     ConfigError,
@@ -29,6 +30,7 @@ from broker.worker import Worker
 
 __all__ = [
     "NO_RETRY",
+    "AccessRefused",
     "App",
     "BrokerUnavailable",
     "BulkPublishError",

@@ -125,6 +125,13 @@ class Metrics(Middleware):
             buckets=WAIT_BUCKETS,
             registry=r,
         )
+        self.publish_errors = Counter(
+            "leveret_publish_errors",
+            "Sends the broker did not take, by error: NotConfirmed (nacked - a full "
+            "queue's back-pressure - or timed out), Unroutable, AccessRefused, ...",
+            ["task", "queue", "error"],
+            registry=r,
+        )
         self.confirm = Histogram(
             "leveret_publish_confirm_seconds",
             "Time from publish to the broker's confirm, in seconds.",
@@ -206,6 +213,7 @@ class Metrics(Middleware):
         self, task_name: str, queue: str, task_id: str, size: int, error: BaseException | None
     ) -> None:
         if error is not None:
+            self.publish_errors.labels(task_name, queue, type(error).__name__).inc()
             return
         child = self._sent.get((task_name, queue))
         if child is None:

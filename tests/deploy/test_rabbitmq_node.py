@@ -23,10 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiormq
 import pytest
 
-from broker import App, Settings
+from broker import AccessRefused, App, Settings
 from broker.cli.common import load_app
 from broker.locate import LocalNode, free_port, port_open
 from broker.topology import Names
@@ -205,7 +204,7 @@ async def test_keda_user_reads_queue_lengths_but_cannot_publish(
     assert [v["name"] for v in visible] == [vhost]
     app = App(url=f"amqp://leveret-keda:{PASSWORDS['leveret-keda']}@127.0.0.1:{node.port}/leveret")
     try:
-        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+        with pytest.raises(AccessRefused, match="ACCESS_REFUSED"):
             await app.declare([])
     finally:
         await app.close()

@@ -286,7 +286,12 @@ class Publisher:
                     f"{type(last).__name__}: {last}); it may or may not have been queued - "
                     "send it again (handlers are idempotent) or raise publish_deadline."
                 ) from last
-            log.warning("publish to %s failed (%s); retrying on a new channel", exchange, last)
+            log.warning(
+                "publish to %s failed (%s: %s); retrying on a new channel",
+                exchange,
+                type(last).__name__,
+                last,
+            )
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
 

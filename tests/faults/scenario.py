@@ -91,6 +91,8 @@ class Scenario:
         logdir.mkdir(exist_ok=True)
         self.workers = Workers(env, logdir, self.concurrency, self.shutdown_timeout)
         self.sends_in_flight = 0
+        #: Everything taken out of the dead-letter queue so far, by task id.
+        self.dead: dict[str, Dead] = {}
 
     # -- setting up -----------------------------------------------------------------
 
@@ -175,28 +177,32 @@ class Scenario:
     # -- waiting and judging ------------------------------------------------------------
 
     async def settle(self, within: float, *, dead: int = 0) -> None:
-        """Wait until every queued task completed, with ``dead`` more in the DLQ."""
+        """Wait until every queued task completed or was dead-lettered, and at least
+        ``dead`` were dead-lettered (which, where, is for the test to judge)."""
         deadline = time.monotonic() + within
         while True:
-            done = set(self.ledger.completed())
-            missing = (self.ledger.confirmed | self.ledger.expected) - done
-            if len(missing) <= dead and (dead == 0 or await self.dead_count() >= dead):
+            missing = (self.ledger.confirmed | self.ledger.expected) - set(self.ledger.completed())
+            if missing or len(self.dead) < dead:
+                await self.dead_letters()
+                missing -= set(self.dead)
+            if not missing and len(self.dead) >= dead:
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"{len(missing)} tasks not completed within {within:.0f} s "
-                    f"(first: {sorted(missing)[:5]}); {self.ledger.verdict(self.name)}"
+                    f"{len(missing)} tasks neither completed nor dead-lettered within "
+                    f"{within:.0f} s (first: {sorted(missing)[:5]}); "
+                    f"{self.ledger.verdict(self.name, dead=set(self.dead))}"
                 )
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.5)
 
     async def dead_count(self) -> int:
+        """Messages in the dead-letter queue now (not yet taken out)."""
         async with admin_channel(self.admin_url) as channel:
             ok = await channel.queue_declare(self.names.dead_queue(QUEUE), passive=True)
             return int(ok.message_count or 0)
 
     async def dead_letters(self) -> list[Dead]:
-        """Take every message out of the dead-letter queue."""
-        found: list[Dead] = []
+        """Take what is in the dead-letter queue out; return all taken so far."""
         async with admin_channel(self.admin_url) as channel:
             name = self.names.dead_queue(QUEUE)
             while True:
@@ -204,8 +210,9 @@ class Scenario:
                 if got.delivery is None or isinstance(got.delivery, aiormq.spec.Basic.GetEmpty):
                     break
                 props = got.header.properties
-                found.append(Dead(props.message_id or "", dict(props.headers or {}), got.body))
-        return found
+                letter = Dead(props.message_id or "", dict(props.headers or {}), got.body)
+                self.dead.setdefault(letter.task_id, letter)
+        return list(self.dead.values())
 
     def verdict(self, *, dead: set[str] | None = None, record: bool = True) -> Verdict:
         verdict = self.ledger.verdict(self.name, dead=dead)
@@ -218,7 +225,7 @@ class Scenario:
         return {s.error for s in self.ledger.sends if s.error is not None}
 
     async def close(self) -> None:
-        self.workers.stop_all()
+        await self.workers.close()
         await self.app.close()
 
 

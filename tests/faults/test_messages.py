@@ -115,29 +115,40 @@ async def test_poison_task_kills_its_worker_each_time(node: SingleNode, make_sce
     for _ in range(keep):
         s.workers.spawn()
     await s.workers.wait_ready()
-    stop = asyncio.Event()
-    supervisor = asyncio.create_task(s.workers.supervise(keep, stop))
+    s.workers.supervise(keep)
 
+    # A busy queue: every worker has tasks running beside the poison when it dies.
     total = size(200, 10_000)
     poison_n = total // 4
+    work = {"ms": size(200, 20)}
     jobs: list[tuple[int, dict[str, Any]]] = [
-        (n, {"poison": True} if n == poison_n else {"ms": 5}) for n in range(total)
+        (n, {"poison": True} if n == poison_n else work) for n in range(total)
     ]
-    await s.produce(jobs, rate=total / 5, resend=0)
+    await s.produce(jobs, rate=size(100, 1000), resend=0)
     poison = s.task_id(poison_n)
     await s.settle(within=size(90, 300), dead=1)
-    stop.set()
-    await supervisor
+    await s.workers.stop_supervising()
 
     dead = {d.task_id: d for d in await s.dead_letters()}
     verdict = s.verdict(dead=set(dead))
     assert verdict.lost == [], verdict
-    assert set(dead) == {poison}, f"dead letters: {sorted(dead)[:5]}"
+    assert poison in dead, f"dead letters: {sorted(dead)[:5]}"
+    assert dead[poison].reason == "delivery_limit", dead[poison].headers
     runs = s.ledger.runs_by_task()[poison]
     assert len(runs) == limit + 1, f"the poison task ran {len(runs)} times"
-    assert dead[poison].reason == "delivery_limit", dead[poison].headers
-    others = set(s.ledger.completed())
-    assert others == s.ledger.confirmed - {poison}
+    assert not set(dead) - s.ledger.confirmed
+    collateral = sorted(set(dead) - {poison})
+    for task_id in collateral:
+        assert dead[task_id].reason == "delivery_limit", dead[task_id].headers
+    assert set(s.ledger.completed()) | set(dead) == s.ledger.confirmed
+    print(f"{s.workers.respawned} workers respawned; dead-lettered beside the poison: {collateral}")
+    if collateral:
+        pytest.xfail(
+            f"engine: {len(collateral)} healthy tasks were dead-lettered with the poison "
+            "(reason delivery_limit). They were running or prefetched in the worker each "
+            "time the poison killed it, so their delivery count rose with the poison's and "
+            "they came back together. See docs/faults.md, 'Open'."
+        )
 
 
 async def test_task_longer_than_consumer_timeout(node: SingleNode, make_scenario) -> None:  # type: ignore[no-untyped-def]

@@ -7,7 +7,9 @@ Producer (this process) and workers (subprocesses) reach the node only through a
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -26,9 +28,20 @@ def proxy(node: SingleNode) -> Iterator[FaultProxy]:
     p.stop()
 
 
+def retried_after(caplog: pytest.LogCaptureFixture) -> Counter[str]:
+    """What the producer's publisher retried after, by exception type."""
+    found = (
+        re.search(r"failed \((\w+):", r.getMessage())
+        for r in caplog.records
+        if r.name == "leveret.publisher"
+    )
+    return Counter(m.group(1) for m in found if m)
+
+
 async def test_connections_reset_mid_publish_and_mid_consume(
     node: SingleNode,
     proxy: FaultProxy,
+    caplog: pytest.LogCaptureFixture,
     make_scenario,  # type: ignore[no-untyped-def]
 ) -> None:
     """Every send ends confirmed or raised; consumers are back within 5 s of each reset."""
@@ -58,6 +71,7 @@ async def test_connections_reset_mid_publish_and_mid_consume(
 
     verdict = s.verdict()
     print(f"consumers back after each reset in: {', '.join(f'{b:.2f}' for b in back)} s")
+    print(f"the producer retried after: {dict(retried_after(caplog))}")
     assert verdict.lost == [], verdict
     errors = s.send_errors()
     assert not errors & {"Hung", LeakedCancel.__name__}, errors
@@ -68,6 +82,7 @@ async def test_connections_reset_mid_publish_and_mid_consume(
 async def test_blackhole_with_heartbeat_5s(
     node: SingleNode,
     proxy: FaultProxy,
+    caplog: pytest.LogCaptureFixture,
     make_scenario,  # type: ignore[no-untyped-def]
 ) -> None:
     """Loss noticed within 3 heartbeats, recovery within 5 s, no send left hanging."""
@@ -109,6 +124,7 @@ async def test_blackhole_with_heartbeat_5s(
         f"{', '.join(f'{c - back_at:.1f}' for c in consuming)} s and first confirm "
         f"{(confirms[0] - back_at) if confirms else float('nan'):.1f} s after it ended"
     )
+    print(f"the producer retried after: {dict(retried_after(caplog))}")
     assert verdict.lost == [], verdict
     errors = s.send_errors()
     assert not errors & {"Hung", LeakedCancel.__name__}, errors

@@ -24,8 +24,7 @@ async def test_workers_sigkilled_over_and_over(node: SingleNode, make_scenario) 
         s.workers.spawn()
     await s.workers.wait_ready()
 
-    stop = asyncio.Event()
-    supervisor = asyncio.create_task(s.workers.supervise(keep, stop))
+    s.workers.supervise(keep)
     rate = total / (wanted * 0.45)
     producer = s.produce_in_background(total, rate=rate, ms=40)
     rng = random.Random(7)
@@ -36,8 +35,7 @@ async def test_workers_sigkilled_over_and_over(node: SingleNode, make_scenario) 
             s.workers.kill(rng.choice(ready))
     await producer
     await s.settle(within=size(60, 300))
-    stop.set()
-    await supervisor
+    await s.workers.stop_supervising()
 
     verdict = s.verdict()
     assert verdict.lost == [], verdict
@@ -69,9 +67,10 @@ async def test_sigterm_half_the_workers_under_load(node: SingleNode, make_scenar
         s.workers.spawn()
     await s.workers.wait_ready()
 
-    # Mostly short tasks; every 15th of the first 150 outlasts the grace period.
-    jobs = [(n, {"ms": 6000 if n % 15 == 7 and n < 150 else 60}) for n in range(total)]
+    # Mostly short tasks; a few sent in the second before the signal outlast the grace.
     rate = total / span_seconds(total)
+    before = range(int(2 * rate), int(3 * rate))
+    jobs = [(n, {"ms": 6000 if n in before and n % 15 == 0 else 60}) for n in range(total)]
     producer = asyncio.create_task(s.produce(jobs, rate=rate))
     await asyncio.sleep(3)
     victims = s.workers.alive[: keep // 2]

@@ -2,7 +2,7 @@
 
 Each worker is ``python -m broker worker tests.apps.faults_app:app`` with its own log
 file (a pipe nobody reads would block it). ``supervise`` keeps a number of them
-alive, as Kubernetes would after a crash.
+alive, as Kubernetes would after a crash, until ``close``.
 """
 
 from __future__ import annotations
@@ -53,8 +53,13 @@ class Workers:
     shutdown_timeout: float = 10.0
     procs: list[WorkerProc] = field(default_factory=list)
     kills: list[tuple[int, float]] = field(default_factory=list)  # (pid, when)
+    respawned: int = 0
+    closed: bool = False
+    _supervisor: asyncio.Task[None] | None = None
 
     def spawn(self, *extra: str, log_level: str = "INFO") -> WorkerProc:
+        if self.closed:
+            raise RuntimeError("this scenario's workers were stopped")
         log = self.logdir / f"worker-{len(self.procs):04d}.log"
         env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
         handle = log.open("wb")
@@ -105,16 +110,23 @@ class Workers:
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker.pid, sig)
 
-    async def supervise(self, keep: int, stop: asyncio.Event, *extra: str) -> int:
-        """Respawn dead workers until ``stop``; returns how many were respawned."""
-        respawned = 0
-        while not stop.is_set():
+    def supervise(self, keep: int) -> None:
+        """Keep ``keep`` workers alive, respawning dead ones, until ``stop_supervising``."""
+        self._supervisor = asyncio.create_task(self._respawn(keep))
+
+    async def _respawn(self, keep: int) -> None:
+        while not self.closed:
             for _ in range(keep - len(self.alive)):
-                self.spawn(*extra)
-                respawned += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.1)
-        return respawned
+                self.spawn()
+                self.respawned += 1
+            await asyncio.sleep(0.1)
+
+    async def stop_supervising(self) -> None:
+        task, self._supervisor = self._supervisor, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def wait_exit(self, worker: WorkerProc, within: float) -> int | None:
         """The exit code once the process has ended, or None after ``within`` s."""
@@ -122,6 +134,12 @@ class Workers:
         while worker.alive and time.monotonic() < deadline:  # noqa: ASYNC110 - a process, no event
             await asyncio.sleep(0.05)
         return worker.proc.poll()
+
+    async def close(self) -> None:
+        """Stop respawning, then kill every worker process and reap it."""
+        await self.stop_supervising()
+        self.closed = True
+        self.stop_all()
 
     def stop_all(self) -> None:
         for worker in self.procs:

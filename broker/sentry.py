@@ -19,6 +19,7 @@ sends tasks::
 from __future__ import annotations
 
 import logging
+import random
 from contextvars import ContextVar
 from typing import Any
 
@@ -84,7 +85,8 @@ class SentryMiddleware(Middleware):
             _quiet_sdk_debug_log(client.options)
             self._quiet = True
         trace = _trace_headers(ctx)
-        if not _traced(client.options, trace):
+        decision = _sampling(client.options, trace)
+        if decision is False:
             # Most tasks: no transaction would be sent. Skip the scope and transaction
             # (the bulk of the cost); an error is reported from after_task with both.
             return
@@ -102,6 +104,8 @@ class SentryMiddleware(Middleware):
         if ctx.published_at_ms is not None:
             latency = max(message.now_ms() - ctx.published_at_ms, 0)
             transaction.set_data(SPANDATA.MESSAGING_MESSAGE_RECEIVE_LATENCY, latency)
+        if decision is True and transaction.sampled is None:
+            transaction.sampled = True  # drawn here already: the SDK must not draw again
         sentry_sdk.start_transaction(transaction).__enter__()
         ctx.state[_STATE] = (scope_manager, scope, transaction)
 
@@ -180,20 +184,22 @@ def _trace_headers(ctx: TaskContext) -> dict[str, str]:
     return trace
 
 
-def _traced(options: dict[str, Any], trace: dict[str, str]) -> bool:
-    """Whether a transaction for this task could be sampled, decided cheaply.
+def _sampling(options: dict[str, Any], trace: dict[str, str]) -> bool | None:
+    """Whether this task's transaction is sampled, decided cheaply; None: ask the SDK.
 
     The sender's decision in ``sentry-trace`` (``<trace>-<span>-1`` or ``-0``) wins, as
-    in the SDK; without one, a zero or unset ``traces_sample_rate`` means no.
+    in the SDK; without one, ``traces_sample_rate`` is drawn here, so the 99 % of tasks
+    that would not be sampled skip building a transaction at all.
     """
     if options.get("traces_sampler") is not None:
-        return True
+        return None
     if not has_tracing_enabled(options):
         return False
     parts = trace.get("sentry-trace", "").split("-")
     if len(parts) >= 3 and parts[2] in ("0", "1"):
         return parts[2] == "1"
-    return bool(options.get("traces_sample_rate"))
+    rate = float(options.get("traces_sample_rate") or 0.0)
+    return rate > 0 and random.random() < rate
 
 
 def _tag(scope: sentry_sdk.Scope, ctx: TaskContext) -> None:

@@ -197,7 +197,11 @@ async def test_dlq_replay_with_replay_killed_and_a_node_killed(
     leader = await start(s, cluster)
     total = size(500, 10_000)
     await s.produce(((n, {"fail": 1}) for n in range(total)), concurrency=32)
-    await s.settle(within=size(60, 600), dead=len(s.ledger.confirmed))
+    # Wait for every task in the dead-letter queue, leaving them there (settle takes them out).
+    deadline = time.monotonic() + size(60, 600)
+    while await s.dead_count() < len(s.ledger.confirmed):
+        assert time.monotonic() < deadline, "not every task reached the dead-letter queue"
+        await asyncio.sleep(0.5)
     # The bug is fixed: new workers no longer fail, and the dead letters go back.
     s.workers.stop_all()
     s.workers.env["FAULTS_HEALED"] = "1"
@@ -209,10 +213,15 @@ async def test_dlq_replay_with_replay_killed_and_a_node_killed(
     # Slowed down so that the kill lands mid-replay: the whole run would take 5 s (20 s).
     slow = replay_command("tests.apps.faults_app:app", QUEUE, rate=int(total / span(5, 20)))
     replay = await asyncio.create_subprocess_exec(
-        *slow, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        *slow, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    await asyncio.sleep(span(2, 10))
-    assert replay.returncode is None, "the replay must still be running when it is killed"
+    try:
+        said, _ = await asyncio.wait_for(replay.communicate(), span(2, 10))
+    except TimeoutError:
+        said = b""
+    assert replay.returncode is None, "the replay must still be running when it is killed: " + (
+        said.decode(errors="replace")
+    )
     replay.kill()  # SIGKILL mid-replay
     await replay.wait()
     command = replay_command("tests.apps.faults_app:app", QUEUE)

@@ -71,9 +71,19 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return make_certs(tmp_path_factory.mktemp("tls"))
 
 
+def need_rabbitmq_server() -> None:
+    installed = shutil.which("rabbitmq-server") or Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+    if not Path(installed).exists():
+        pytest.skip(
+            "the fault suite starts RabbitMQ nodes of its own and needs rabbitmq-server "
+            "installed here (apt-get install rabbitmq-server); it never touches a shared one"
+        )
+
+
 @pytest.fixture(scope="session")
 def node(certs: Certs) -> Iterator[SingleNode]:
     """One RabbitMQ node of our own for the single-node scenarios (restartable)."""
+    need_rabbitmq_server()
     tls_port = free_port()
     config = {
         "listeners.ssl.1": f"127.0.0.1:{tls_port}",
@@ -95,6 +105,7 @@ def node(certs: Certs) -> Iterator[SingleNode]:
 @pytest.fixture(scope="session")
 def cluster_session() -> Iterator[Cluster]:
     """Three nodes of our own, started once per session (in network namespaces if we can)."""
+    need_rabbitmq_server()
     why_not = netns_available()
     layout = "netns" if why_not is None else "loopback"
     if why_not is not None:

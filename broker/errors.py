@@ -13,6 +13,7 @@
     ├── TaskNotFound           no task of that name is registered
     ├── QueueNotFound          a work or dead-letter queue that does not exist
     ├── TaskTimeout            a task ran past its timeout (counts as a failed attempt)
+    ├── DeliveryLimitReached   a task came back unsettled more often than its queue allows
     └── PayloadInvalid         a payload that fails the task's model
 
 Handlers raise these to steer retries (see ``broker.retry``):
@@ -86,6 +87,16 @@ class QueueNotFound(LeveretError):
 
 class TaskTimeout(LeveretError, TimeoutError):
     """A task ran past its timeout; the attempt counts as failed."""
+
+
+class DeliveryLimitReached(LeveretError):
+    """A task came back unsettled more often than its queue's delivery limit allows.
+
+    Each time, the worker running it died or lost its connection before the task
+    ended: a task that crashes its process (a segfault, running out of memory) stops
+    here, dead-lettered with reason ``delivery-limit``, instead of crashing workers
+    forever.
+    """
 
 
 class PayloadInvalid(LeveretError):

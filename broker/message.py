@@ -24,6 +24,8 @@ ATTEMPT = "leveret-attempt"  # int, 1 on the first run
 ENQUEUED_AT = "leveret-enqueued-at"  # int, epoch ms of the first send, kept across retries
 PUBLISHED_AT = "leveret-published-at"  # int, epoch ms of this copy's publish
 REPLAYS = "leveret-replays"  # int, times replayed from the dead-letter queue
+# Set on a copy a worker put back in the queue instead of running it.
+RETURNS = "leveret-returns"  # int, unsettled returns before this copy (x-delivery-count)
 # Set on retry copies.
 LAST_ERROR = "leveret-last-error"  # str, "ErrorType: message" of the previous attempt
 # Set on dead letters.
@@ -117,6 +119,15 @@ def header_opt_int(headers: Mapping[str, Any] | None, name: str) -> int | None:
         return None
     value = header_int(headers, name, -1)
     return None if value == -1 else value
+
+
+def returns(headers: Mapping[str, Any] | None) -> int:
+    """How often this task came back without being settled: its worker died, lost its
+    connection, or gave it back. RabbitMQ counts a quorum queue's returns in
+    ``x-delivery-count``; a copy a worker republished carries the count before it."""
+    if not headers:
+        return 0
+    return header_int(headers, "x-delivery-count", 0) + header_int(headers, RETURNS, 0)
 
 
 def header_str(headers: Mapping[str, Any] | None, name: str) -> str | None:

@@ -30,7 +30,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 from pydantic import BaseModel, ValidationError
 
-from broker import deadlines, message, retry
+from broker import deadlines, isolation, message, retry
 from broker.amqp_table import ExactProperties
 from broker.app import App
 from broker.connection import CONNECTION_ERRORS, is_open, worker_identity
@@ -38,6 +38,7 @@ from broker.consumer import QueueConsumer, Settle
 from broker.errors import (
     BrokerUnavailable,
     ConfigError,
+    DeliveryLimitReached,
     PayloadTooLarge,
     PublishError,
     TaskNotFound,
@@ -92,6 +93,12 @@ class Worker:
         self._middleware = app.middleware
         self._max_bytes = self.settings.max_payload_bytes
         self._deadlines = deadlines.Deadlines()
+        self._isolation = isolation.Isolation(self._stop, self._settle_acks)
+        self._delivery_limits = {
+            q: spec.delivery_limit
+            for q in self.queues
+            if (spec := app.queue_spec(q)).type == "quorum" and spec.delivery_limit is not None
+        }
 
     def _check_timeouts(self) -> None:
         limit = self.settings.consumer_timeout
@@ -283,6 +290,85 @@ class Worker:
         if self._stop.is_set():
             # Delivered after the stop, before the broker saw our cancel: give it back.
             return Settle.REQUEUE
+        self._isolation.arrived()
+        returns = message.returns(delivered.header.properties.headers)
+        if returns:
+            return await self._process_returned(delivered, queue, returns)
+        return await self._process_in_turn(delivered, queue)
+
+    async def _process_in_turn(self, delivered: DeliveredMessage, queue: str) -> Settle:
+        """Process, once no delivery runs alone in this process."""
+        gate = self._isolation
+        if not await gate.enter():
+            return Settle.REQUEUE  # stopping
+        try:
+            return await self._process(delivered, queue)
+        finally:
+            gate.leave()
+
+    async def _process_returned(
+        self, delivered: DeliveredMessage, queue: str, returns: int
+    ) -> Settle:
+        """A delivery that came back unsettled: stop it at the limit, or run it alone."""
+        limit = self._delivery_limits.get(queue)
+        if limit is not None and returns > limit:
+            over = DeliveryLimitReached(
+                f"the task came back unsettled {returns} times (its worker died or lost its "
+                f"connection before it ended), over the delivery limit of {limit} of queue "
+                f"{queue!r}"
+            )
+            return await self._reject(delivered, queue, retry.DELIVERY_LIMIT, over)
+        if not isolation.runs_alone(returns, limit):
+            return await self._process_in_turn(delivered, queue)
+        if self._isolation.busy:
+            return await self._put_back(delivered, queue, returns)
+        log.info(
+            "task %s %s came back unsettled %d times: running it alone",
+            delivered.header.properties.message_type,
+            delivered.header.properties.message_id,
+            returns,
+        )
+        async with self._isolation.alone() as alone:
+            if alone:
+                return await self._process(delivered, queue)
+        return await self._put_back(delivered, queue, returns)
+
+    async def _put_back(self, delivered: DeliveredMessage, queue: str, returns: int) -> Settle:
+        """Requeue a copy that carries the return count, shortly, without counting a return."""
+        props = delivered.header.properties
+        headers = message.copy_headers(props.headers)
+        headers[message.RETURNS] = returns
+        headers[message.PUBLISHED_AT] = message.now_ms()
+        self._isolation.begin()  # the lone delivery starts once this one is settled
+        try:
+            exchange, key = await self._producer.route(queue, isolation.PUT_BACK_SECONDS)
+            await self._producer.publisher.publish(
+                exchange, key, delivered.body, republished(props, headers)
+            )
+        except PublishError as exc:
+            log.warning("could not put task %s back (%s); requeueing it", props.message_id, exc)
+            return Settle.REQUEUE
+        finally:
+            self._isolation.leave()
+        return Settle.ACK
+
+    async def _settle_acks(self) -> None:
+        """Send the pending acks and wait until RabbitMQ has processed them.
+
+        A broker handles a channel's frames in order, so the answer to a ``basic.qos``
+        sent after the acks means the acks were taken.
+        """
+        for consumer in list(self.consumers.values()):
+            channel, acker = consumer.channel, consumer.acker
+            if channel is None or acker is None or channel.is_closed:
+                continue
+            acker.flush()
+            try:
+                await channel.basic_qos(prefetch_count=consumer.prefetch, timeout=5)
+            except (aiormq.exceptions.AMQPError, TimeoutError, ConnectionError) as exc:
+                log.debug("could not confirm the acks on %s: %s", consumer.queue, exc)
+
+    async def _process(self, delivered: DeliveredMessage, queue: str) -> Settle:
         props = delivered.header.properties
         body = delivered.body
         if len(body) > self._max_bytes:
@@ -419,6 +505,7 @@ class Worker:
     ) -> None:
         headers = message.copy_headers(ctx.headers)
         headers[message.ATTEMPT] = ctx.attempt + 1
+        headers.pop(message.RETURNS, None)  # it ended: a retry starts uncounted
         headers[message.LAST_ERROR] = message.describe(exc)
         headers[message.PUBLISHED_AT] = message.now_ms()
         headers.setdefault(message.ENQUEUED_AT, headers[message.PUBLISHED_AT])

@@ -43,6 +43,7 @@ DEATH_HEADERS = (
     message.WORKER,
     message.ORIGIN_QUEUE,
     message.LAST_ERROR,
+    message.RETURNS,
 )
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"

@@ -6,6 +6,7 @@ Quorum queue ``poison`` with delivery limit 2. ``TEST_LEDGER`` records each run.
 from __future__ import annotations
 
 import os
+import time
 
 from pydantic import BaseModel
 
@@ -14,6 +15,7 @@ from broker import App, Task, TaskContext
 
 class Dose(BaseModel):
     lethal: bool
+    ms: int = 0
 
 
 dose = Task("poison.dose", Dose, queue="poison")
@@ -28,3 +30,6 @@ def take(payload: Dose, ctx: TaskContext) -> None:
         ledger.write(f"{ctx.task_id} {int(payload.lethal)} {ctx.delivery_count}\n")
     if payload.lethal:
         os._exit(3)  # like an OOM kill: no exception, no cleanup
+    time.sleep(payload.ms / 1000)
+    with open(os.environ["TEST_LEDGER"], "a", encoding="utf-8") as ledger:
+        ledger.write(f"{ctx.task_id} done {ctx.delivery_count}\n")

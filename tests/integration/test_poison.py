@@ -9,7 +9,7 @@ from broker import App
 from broker.topology import Names
 from tests.apps.poison import Dose, dose
 from tests.apps.poison import app as poison_app
-from tests.helpers import wait_for
+from tests.helpers import Output, wait_for
 
 
 async def test_crash_loop_ends_in_dead_letters_after_the_limit(  # type: ignore[no-untyped-def]
@@ -56,3 +56,58 @@ async def test_crash_loop_ends_in_dead_letters_after_the_limit(  # type: ignore[
     deaths = message.headers["x-death"]
     assert deaths[0]["reason"] in ("delivery_limit", "rejected")  # type: ignore[index]
     await message.ack()
+
+
+async def test_healthy_tasks_beside_the_poison_are_not_dead_lettered(  # type: ignore[no-untyped-def]
+    make_app, spawn_worker, tmp_path: Path
+) -> None:
+    """Tasks running beside the poison come back with it, but then run alone: only the
+    poison reaches the delivery limit."""
+    ledger = tmp_path / "ledger"
+    ledger.touch()
+    app: App = make_app()
+    limit = poison_app.queues["poison"].delivery_limit
+    assert limit is not None
+    app.queue("poison", type="quorum", delivery_limit=limit)
+    app.add(dose)
+    await app.declare()
+    # The poison is fetched together with three healthy tasks, and kills them mid-run.
+    healthy = [await app.send(dose, Dose(lethal=False, ms=400)) for _ in range(3)]
+    lethal = await app.send(dose, Dose(lethal=True))
+    healthy += [await app.send(dose, Dose(lethal=False, ms=50)) for _ in range(8)]
+
+    connection = await app.connector.get()
+    channel = await connection.channel()
+    names = Names(app.settings.namespace)
+    env = {"TEST_LEDGER": str(ledger)}
+
+    def done() -> set[str]:
+        return {r[0] for r in map(str.split, ledger.read_text().splitlines()) if r[1] == "done"}
+
+    crashes = 0
+    worker = spawn_worker("tests.apps.poison:app", "--concurrency", "4", env=env)
+    deadline = asyncio.get_running_loop().time() + 90
+    while True:
+        dlq = await channel.declare_queue(names.dead_queue("poison"), passive=True)
+        if dlq.declaration_result.message_count >= 1 and done() >= set(healthy):
+            break
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"{crashes} crashes; ledger:\n{ledger.read_text()}\nworker:\n"
+            + "\n".join(Output(worker).lines[-40:])
+        )
+        if worker.poll() is not None:
+            assert worker.returncode == 3
+            crashes += 1
+            worker = spawn_worker("tests.apps.poison:app", "--concurrency", "4", env=env)
+        await asyncio.sleep(0.2)
+
+    runs = [r[0] for r in map(str.split, ledger.read_text().splitlines()) if r[1] == "1"]
+    assert runs == [lethal] * (limit + 1)
+    assert crashes == limit + 1
+    await asyncio.sleep(1)  # anything else dead-lettered would be there by now
+    dlq = await channel.declare_queue(names.dead_queue("poison"), passive=True)
+    assert dlq.declaration_result.message_count == 1
+    letter = await dlq.get(timeout=5)
+    assert letter is not None
+    assert letter.message_id == lethal
+    await letter.ack()

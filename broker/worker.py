@@ -299,7 +299,9 @@ class Worker:
     async def _process_in_turn(self, delivered: DeliveredMessage, queue: str) -> Settle:
         """Process, once no delivery runs alone in this process."""
         gate = self._isolation
-        if not await gate.enter():
+        if not gate.busy:
+            gate.begin()  # the common case, without a coroutine
+        elif not await gate.enter():
             return Settle.REQUEUE  # stopping
         try:
             return await self._process(delivered, queue)

@@ -26,6 +26,7 @@ PUBLISHED_AT = "leveret-published-at"  # int, epoch ms of this copy's publish
 REPLAYS = "leveret-replays"  # int, times replayed from the dead-letter queue
 # Set on a copy a worker put back in the queue instead of running it.
 RETURNS = "leveret-returns"  # int, unsettled returns before this copy (x-delivery-count)
+DELIVERY_COUNT = "x-delivery-count"  # set by quorum queues on a redelivery
 # Set on retry copies.
 LAST_ERROR = "leveret-last-error"  # str, "ErrorType: message" of the previous attempt
 # Set on dead letters.
@@ -127,7 +128,7 @@ def returns(headers: Mapping[str, Any] | None) -> int:
     ``x-delivery-count``; a copy a worker republished carries the count before it."""
     if not headers:
         return 0
-    return header_int(headers, "x-delivery-count", 0) + header_int(headers, RETURNS, 0)
+    return header_int(headers, DELIVERY_COUNT, 0) + header_int(headers, RETURNS, 0)
 
 
 def header_str(headers: Mapping[str, Any] | None, name: str) -> str | None:

@@ -55,8 +55,9 @@ class TaskContext:
     """What a handler may want to know about the run it is in.
 
     ``task_id`` stays the same across retries and replays: use it to make handlers
-    idempotent. ``redelivered`` is set when an earlier delivery of this very copy
-    was not acknowledged (a worker died or lost its connection mid-task).
+    idempotent. ``redelivered`` is set when an earlier delivery of this task was
+    not acknowledged (a worker died or lost its connection mid-task), and
+    ``delivery_count`` says how many times that happened (None if never).
     """
 
     task_id: str

@@ -95,9 +95,7 @@ class Worker:
         self._deadlines = deadlines.Deadlines()
         self._isolation = isolation.Isolation(self._stop, self._settle_acks)
         self._delivery_limits = {
-            q: spec.delivery_limit
-            for q in self.queues
-            if (spec := app.queue_spec(q)).type == "quorum" and spec.delivery_limit is not None
+            q: limit for q in self.queues if (limit := app.queue_spec(q).delivery_limit) is not None
         }
 
     def _check_timeouts(self) -> None:
@@ -291,10 +289,28 @@ class Worker:
             # Delivered after the stop, before the broker saw our cancel: give it back.
             return Settle.REQUEUE
         self._isolation.arrived()
-        returns = message.returns(delivered.header.properties.headers)
+        headers = delivered.header.properties.headers
+        returns = message.returns(headers)
+        redelivered = delivered.delivery.redelivered  # type: ignore[union-attr]
+        if redelivered and not (headers and message.DELIVERY_COUNT in headers):
+            return await self._count_return(delivered, queue, returns + 1)
         if returns:
             return await self._process_returned(delivered, queue, returns)
         return await self._process_in_turn(delivered, queue)
+
+    async def _count_return(self, delivered: DeliveredMessage, queue: str, returns: int) -> Settle:
+        """A redelivery from a queue that does not count them (classic): count it here.
+
+        RabbitMQ only flags it ``redelivered``; a second crash would look the same. So
+        it is put back as a copy carrying the count, and runs from there like a
+        quorum queue's redelivery would.
+        """
+        limit = self._delivery_limits.get(queue)
+        if limit is not None and returns > limit:
+            return await self._reject(
+                delivered, queue, retry.DELIVERY_LIMIT, over_limit(returns, limit, queue)
+            )
+        return await self._put_back(delivered, queue, returns, after=0.0)
 
     async def _process_in_turn(self, delivered: DeliveredMessage, queue: str) -> Settle:
         """Process, once no delivery runs alone in this process."""
@@ -314,11 +330,7 @@ class Worker:
         """A delivery that came back unsettled: stop it at the limit, or run it alone."""
         limit = self._delivery_limits.get(queue)
         if limit is not None and returns > limit:
-            over = DeliveryLimitReached(
-                f"the task came back unsettled {returns} times (its worker died or lost its "
-                f"connection before it ended), over the delivery limit of {limit} of queue "
-                f"{queue!r}"
-            )
+            over = over_limit(returns, limit, queue)
             return await self._reject(delivered, queue, retry.DELIVERY_LIMIT, over)
         if not isolation.runs_alone(returns, limit):
             return await self._process_in_turn(delivered, queue)
@@ -335,15 +347,22 @@ class Worker:
                 return await self._process(delivered, queue)
         return await self._put_back(delivered, queue, returns)
 
-    async def _put_back(self, delivered: DeliveredMessage, queue: str, returns: int) -> Settle:
-        """Requeue a copy that carries the return count, shortly, without counting a return."""
+    async def _put_back(
+        self,
+        delivered: DeliveredMessage,
+        queue: str,
+        returns: int,
+        *,
+        after: float = isolation.PUT_BACK_SECONDS,
+    ) -> Settle:
+        """Requeue a copy that carries the return count, without counting a return."""
         props = delivered.header.properties
         headers = message.copy_headers(props.headers)
         headers[message.RETURNS] = returns
         headers[message.PUBLISHED_AT] = message.now_ms()
         self._isolation.begin()  # the lone delivery starts once this one is settled
         try:
-            exchange, key = await self._producer.route(queue, isolation.PUT_BACK_SECONDS)
+            exchange, key = await self._producer.route(queue, after)
             await self._producer.publisher.publish(
                 exchange, key, delivered.body, republished(props, headers)
             )
@@ -395,11 +414,12 @@ class Worker:
             name=reg.task.name,
             queue=queue,
             attempt=message.header_int(headers, message.ATTEMPT, 1),
-            redelivered=bool(delivered.delivery.redelivered),  # type: ignore[union-attr]
+            # A copy put back after a return is a redelivery too, for idempotency.
+            redelivered=bool(delivered.delivery.redelivered) or message.RETURNS in headers,  # type: ignore[union-attr]
             headers=headers,
             published_at_ms=message.header_opt_int(headers, message.PUBLISHED_AT),
             enqueued_at_ms=message.header_opt_int(headers, message.ENQUEUED_AT),
-            delivery_count=message.header_opt_int(headers, "x-delivery-count"),
+            delivery_count=message.returns(headers) or None,
         )
         middleware = self._middleware
         if middleware:
@@ -547,6 +567,13 @@ class Worker:
         for mw in self._middleware:
             mw.on_rejected(queue, reason, exc)
         return Settle.ACK
+
+
+def over_limit(returns: int, limit: int, queue: str) -> DeliveryLimitReached:
+    return DeliveryLimitReached(
+        f"the task came back unsettled {returns} times (its worker died or lost its "
+        f"connection before it ended), over the delivery limit of {limit} of queue {queue!r}"
+    )
 
 
 def republished(props: Basic.Properties, headers: dict[str, Any]) -> Basic.Properties:

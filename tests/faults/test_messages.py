@@ -102,13 +102,20 @@ async def test_malformed_messages_mixed_with_good_ones(node: SingleNode, make_sc
     assert "Traceback" not in log, log[-3000:]
 
 
-async def test_poison_task_kills_its_worker_each_time(node: SingleNode, make_scenario) -> None:  # type: ignore[no-untyped-def]
-    """Dead-lettered after limit + 1 deliveries with the reason; the other tasks all done."""
+@pytest.mark.parametrize("queue_type", ["quorum", "classic"])
+async def test_poison_task_kills_its_worker_each_time(  # type: ignore[no-untyped-def]
+    node: SingleNode, make_scenario, queue_type: str
+) -> None:
+    """Dead-lettered after limit + 1 deliveries with the reason; the other tasks all done.
+
+    A quorum queue counts deliveries itself; on a classic one the worker counts them."""
     limit = 3
     s = make_scenario(
         node.url,
+        name="poison_task_kills_its_worker_each_time"
+        + ("" if queue_type == "quorum" else f" ({queue_type})"),
         concurrency=4,
-        app_options={"queue_type": "quorum", "delivery_limit": limit},
+        app_options={"queue_type": queue_type, "delivery_limit": limit},
     )
     await s.declare()
     keep = 2

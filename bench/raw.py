@@ -34,7 +34,7 @@ def message(name: str, body: bytes, headers: dict[str, int] | None = None) -> ai
         delivery_mode=PERSISTENT,
         message_id=uuid.uuid4().hex,
         type=name,
-        headers=headers or {},
+        headers=dict(headers or {}),
     )
 
 

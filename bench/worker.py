@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import signal
 from typing import Any
 
@@ -20,6 +21,7 @@ from broker import Worker
 
 #: Where Sentry sends envelopes in the bench: a port nothing listens on, on this host.
 SENTRY_DSN = "http://bench@127.0.0.1:9/1"
+#: Traces sample rate with ``--observe`` (``BENCH_SENTRY_TRACES`` overrides it).
 SENTRY_TRACES = 0.01
 
 
@@ -47,7 +49,8 @@ def observe(worker: Worker) -> None:
     metrics: Any = importlib.import_module("broker.metrics")
     sentry: Any = importlib.import_module("broker.sentry")
     logs.configure("INFO", "json")
-    if sentry.setup(SENTRY_DSN, traces_sample_rate=SENTRY_TRACES):
+    traces = float(os.environ.get("BENCH_SENTRY_TRACES", SENTRY_TRACES))
+    if sentry.setup(SENTRY_DSN, traces_sample_rate=traces):
         worker.app.middleware.append(sentry.SentryMiddleware())
     worker.app.middleware.append(logs.TaskLog())
     installed = metrics.Metrics().install(worker.app)

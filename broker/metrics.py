@@ -253,8 +253,17 @@ class _WorkerState(Collector):
                 acker = consumer.acker if consumer is not None else None
                 in_progress.add_metric([queue], acker.in_flight if acker is not None else 0)
             ready.add_metric([], 1 if worker.ready else 0)
+        returned = CounterMetricFamily(
+            "leveret_returned_deliveries",
+            "Deliveries that came back unsettled (a worker died or lost its connection).",
+            labels=["queue", "action"],
+        )
+        if worker is not None:
+            for (queue, action), count in sorted(worker.returned.items()):
+                returned.add_metric([queue, action], count)
         yield in_progress
         yield ready
+        yield returned
 
 
 def merge(expositions: Iterable[str]) -> bytes:

@@ -83,6 +83,9 @@ class Worker:
         self.shutdown_timeout = shutdown_timeout
         self.identity = worker_identity()
         self.counts: Counter[str] = Counter()
+        #: Deliveries that came back unsettled, by (queue, what was done): ``ran-alone``,
+        #: ``put-back`` (to wait for its turn) or ``counted`` (a classic queue's).
+        self.returned: Counter[tuple[str, str]] = Counter()
         self.consumers: dict[str, QueueConsumer] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._check_timeouts()
@@ -310,7 +313,7 @@ class Worker:
             return await self._reject(
                 delivered, queue, retry.DELIVERY_LIMIT, over_limit(returns, limit, queue)
             )
-        return await self._put_back(delivered, queue, returns, after=0.0)
+        return await self._put_back(delivered, queue, returns, after=0.0, action="counted")
 
     async def _process_in_turn(self, delivered: DeliveredMessage, queue: str) -> Settle:
         """Process, once no delivery runs alone in this process."""
@@ -344,6 +347,7 @@ class Worker:
         )
         async with self._isolation.alone() as alone:
             if alone:
+                self.returned[(queue, "ran-alone")] += 1
                 return await self._process(delivered, queue)
         return await self._put_back(delivered, queue, returns)
 
@@ -354,6 +358,7 @@ class Worker:
         returns: int,
         *,
         after: float = isolation.PUT_BACK_SECONDS,
+        action: str = "put-back",
     ) -> Settle:
         """Requeue a copy that carries the return count, without counting a return."""
         props = delivered.header.properties
@@ -371,6 +376,7 @@ class Worker:
             return Settle.REQUEUE
         finally:
             self._isolation.leave()
+        self.returned[(queue, action)] += 1
         return Settle.ACK
 
     async def _settle_acks(self) -> None:

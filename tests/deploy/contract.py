@@ -82,6 +82,7 @@ DOCUMENTED_METRICS = (
     Metric("leveret_reconnects", "counter", frozenset()),
     Metric("leveret_publish_confirm_seconds", "histogram", frozenset()),
     Metric("leveret_worker_ready", "gauge", frozenset()),
+    Metric("leveret_returned_deliveries", "counter", frozenset({"queue", "action"})),
 )
 DOCUMENTED_OUTCOMES = frozenset(
     {"succeeded", "retried", "dead-lettered", "failed-permanently", "abandoned"}

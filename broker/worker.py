@@ -295,27 +295,16 @@ class Worker:
         headers = delivered.header.properties.headers
         returns = message.returns(headers)
         redelivered = delivered.delivery.redelivered  # type: ignore[union-attr]
-        if redelivered and not (headers and message.DELIVERY_COUNT in headers):
-            return await self._count_return(delivered, queue, returns + 1)
+        uncounted = redelivered and not (headers and message.DELIVERY_COUNT in headers)
+        if uncounted:
+            returns += 1  # a classic queue only flags a redelivery: count it here
         if returns:
-            return await self._process_returned(delivered, queue, returns)
-        return await self._process_in_turn(delivered, queue)
+            return await self._process_returned(delivered, queue, returns, uncounted)
+        return await self._process_in_turn(delivered, queue, 0)
 
-    async def _count_return(self, delivered: DeliveredMessage, queue: str, returns: int) -> Settle:
-        """A redelivery from a queue that does not count them (classic): count it here.
-
-        RabbitMQ only flags it ``redelivered``; a second crash would look the same. So
-        it is put back as a copy carrying the count, and runs from there like a
-        quorum queue's redelivery would.
-        """
-        limit = self._delivery_limits.get(queue)
-        if limit is not None and returns > limit:
-            return await self._reject(
-                delivered, queue, retry.DELIVERY_LIMIT, over_limit(returns, limit, queue)
-            )
-        return await self._put_back(delivered, queue, returns, after=0.0, action="counted")
-
-    async def _process_in_turn(self, delivered: DeliveredMessage, queue: str) -> Settle:
+    async def _process_in_turn(
+        self, delivered: DeliveredMessage, queue: str, returns: int
+    ) -> Settle:
         """Process, once no delivery runs alone in this process."""
         gate = self._isolation
         if not gate.busy:
@@ -323,20 +312,30 @@ class Worker:
         elif not await gate.enter():
             return Settle.REQUEUE  # stopping
         try:
-            return await self._process(delivered, queue)
+            return await self._process(delivered, queue, returns)
         finally:
             gate.leave()
 
     async def _process_returned(
-        self, delivered: DeliveredMessage, queue: str, returns: int
+        self, delivered: DeliveredMessage, queue: str, returns: int, uncounted: bool
     ) -> Settle:
-        """A delivery that came back unsettled: stop it at the limit, or run it alone."""
+        """A delivery that came back unsettled: stop it at the limit, or run it alone.
+
+        A redelivery the broker did not count (a classic queue's) is put back first, as a
+        copy carrying the count: a second crash would otherwise look like the first.
+        """
         limit = self._delivery_limits.get(queue)
         if limit is not None and returns > limit:
-            over = over_limit(returns, limit, queue)
+            over = DeliveryLimitReached(
+                f"the task came back unsettled {returns} times (its worker died or lost its "
+                f"connection before it ended), over the delivery limit of {limit} of queue "
+                f"{queue!r}"
+            )
             return await self._reject(delivered, queue, retry.DELIVERY_LIMIT, over)
+        if uncounted:
+            return await self._put_back(delivered, queue, returns, after=0.0, action="counted")
         if not isolation.runs_alone(returns, limit):
-            return await self._process_in_turn(delivered, queue)
+            return await self._process_in_turn(delivered, queue, returns)
         if self._isolation.busy:
             return await self._put_back(delivered, queue, returns)
         log.info(
@@ -348,7 +347,7 @@ class Worker:
         async with self._isolation.alone() as alone:
             if alone:
                 self.returned[(queue, "ran-alone")] += 1
-                return await self._process(delivered, queue)
+                return await self._process(delivered, queue, returns)
         return await self._put_back(delivered, queue, returns)
 
     async def _put_back(
@@ -395,7 +394,7 @@ class Worker:
             except (aiormq.exceptions.AMQPError, TimeoutError, ConnectionError) as exc:
                 log.debug("could not confirm the acks on %s: %s", consumer.queue, exc)
 
-    async def _process(self, delivered: DeliveredMessage, queue: str) -> Settle:
+    async def _process(self, delivered: DeliveredMessage, queue: str, returns: int) -> Settle:
         props = delivered.header.properties
         body = delivered.body
         if len(body) > self._max_bytes:
@@ -421,11 +420,11 @@ class Worker:
             queue=queue,
             attempt=message.header_int(headers, message.ATTEMPT, 1),
             # A copy put back after a return is a redelivery too, for idempotency.
-            redelivered=bool(delivered.delivery.redelivered) or message.RETURNS in headers,  # type: ignore[union-attr]
+            redelivered=returns > 0 or bool(delivered.delivery.redelivered),  # type: ignore[union-attr]
             headers=headers,
             published_at_ms=message.header_opt_int(headers, message.PUBLISHED_AT),
             enqueued_at_ms=message.header_opt_int(headers, message.ENQUEUED_AT),
-            delivery_count=message.returns(headers) or None,
+            delivery_count=returns or None,
         )
         middleware = self._middleware
         if middleware:
@@ -573,13 +572,6 @@ class Worker:
         for mw in self._middleware:
             mw.on_rejected(queue, reason, exc)
         return Settle.ACK
-
-
-def over_limit(returns: int, limit: int, queue: str) -> DeliveryLimitReached:
-    return DeliveryLimitReached(
-        f"the task came back unsettled {returns} times (its worker died or lost its "
-        f"connection before it ended), over the delivery limit of {limit} of queue {queue!r}"
-    )
 
 
 def republished(props: Basic.Properties, headers: dict[str, Any]) -> Basic.Properties:

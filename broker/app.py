@@ -190,6 +190,12 @@ class App:
         """
         contract = self.contracts.get(name)
         if contract is not None:
+            if queue is not None and queue != contract.queue:
+                raise ConfigError(
+                    f"task {name!r} goes to queue {contract.queue!r} by its contract, not "
+                    f"{queue!r}: a worker would dead-letter it there as misrouted. Drop "
+                    "queue=..., or define the task on the queue you want."
+                )
             try:
                 model = contract.model.model_validate(args)
             except ValueError as exc:

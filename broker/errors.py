@@ -14,7 +14,8 @@
     ├── QueueNotFound          a work or dead-letter queue that does not exist
     ├── TaskTimeout            a task ran past its timeout (counts as a failed attempt)
     ├── DeliveryLimitReached   a task came back unsettled more often than its queue allows
-    └── PayloadInvalid         a payload that fails the task's model
+    ├── PayloadInvalid         a payload that fails the task's model
+    └── MalformedMessage       a delivery whose headers or encoding break the wire format
 
 Handlers raise these to steer retries (see ``broker.retry``):
 
@@ -101,6 +102,14 @@ class DeliveryLimitReached(LeveretError):
 
 class PayloadInvalid(LeveretError):
     """A payload that does not validate against the task's model."""
+
+
+class MalformedMessage(LeveretError):
+    """A delivery whose headers or ``content_encoding`` break the wire format.
+
+    A worker dead-letters it with reason ``malformed``; fix the publisher, then
+    replay it.
+    """
 
 
 class Retry(Exception):

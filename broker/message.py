@@ -8,8 +8,10 @@ The README documents this contract; keep the two in step.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
+import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -56,6 +58,15 @@ BROKER_HEADERS = frozenset(
         "x-delivery-count",
     }
 )
+
+#: The highest ``leveret-attempt`` a worker accepts; ``RetryPolicy.max_attempts`` is
+#: bounded by it too. A header outside 1..MAX_ATTEMPT is malformed, never extra runs.
+MAX_ATTEMPT = 10_000
+
+#: ``content_encoding`` values whose body is plain JSON: none, ``identity``, and the
+#: charset some clients (Celery's kombu among them) put there.
+PLAIN_ENCODINGS = frozenset({"", "identity", "utf-8", "utf8"})
+GZIP = "gzip"
 
 MAX_TRACEBACK_CHARS = 8000
 MAX_ERROR_CHARS = 2000
@@ -120,6 +131,72 @@ def header_opt_int(headers: Mapping[str, Any] | None, name: str) -> int | None:
         return None
     value = header_int(headers, name, -1)
     return None if value == -1 else value
+
+
+def attempt(headers: Mapping[str, Any] | None) -> int | None:
+    """The ``leveret-attempt`` header: 1 when absent, None when it is malformed.
+
+    Accepted: an integer (or a string of one, as some clients can only send strings)
+    from 1 to ``MAX_ATTEMPT``. Anything else would turn into extra or skipped attempts.
+    """
+    if not headers:
+        return 1
+    value = headers.get(ATTEMPT, 1)
+    if type(value) is int:  # the common case, first
+        return value if 1 <= value <= MAX_ATTEMPT else None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+        return number if 1 <= number <= MAX_ATTEMPT else None
+    return None
+
+
+def derived_task_id(props: Basic.Properties, body: bytes) -> str:
+    """A task id for a message published without ``message_id``.
+
+    Drawn from what a redelivery of the same message carries unchanged (its type,
+    body, timestamp, app id, correlation id and publisher's headers), so every
+    delivery, retry copy and dead letter of it has one id. Two id-less messages alike
+    in all of these get the same id: a publisher that sends such twice on purpose
+    must set ``message_id``.
+    """
+    digest = hashlib.sha256()
+    for part in (props.message_type, props.timestamp, props.app_id, props.correlation_id):
+        digest.update(repr(part).encode())
+        digest.update(b"\0")
+    own = copy_headers(props.headers)
+    own.pop(RETURNS, None)
+    own.pop(PUBLISHED_AT, None)
+    digest.update(repr(sorted(own.items(), key=lambda item: item[0])).encode())
+    digest.update(b"\0")
+    digest.update(body)
+    return digest.hexdigest()[:32]
+
+
+class UnsupportedEncoding(ValueError):
+    """A ``content_encoding`` the worker cannot undo, or a body that does not decode."""
+
+
+def decoded_body(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The JSON bytes of a body: gzip undone (to at most ``limit`` + 1 bytes)."""
+    name = (encoding or "").strip().lower()
+    if name in PLAIN_ENCODINGS:
+        return body
+    if name != GZIP:
+        raise UnsupportedEncoding(
+            f"content_encoding {encoding!r} is not supported: publish the JSON as is "
+            "(no content_encoding) or gzip it (content_encoding gzip)"
+        )
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        # Bounded: a small gzip bomb must not take the worker's memory.
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise UnsupportedEncoding(f"the body is not valid gzip: {exc}") from None
+    if len(plain) <= limit and not inflater.eof:
+        raise UnsupportedEncoding("the gzip body is truncated")
+    return plain
 
 
 def returns(headers: Mapping[str, Any] | None) -> int:

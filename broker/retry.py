@@ -16,14 +16,16 @@ from typing import Literal
 import pydantic
 
 from broker.errors import ConfigError, Permanent, Retry
+from broker.message import MAX_ATTEMPT
 
 Jitter = Literal["equal", "full", "none"]
 
 #: Dead-letter reasons, recorded in the ``leveret-reason`` header.
 EXHAUSTED = "exhausted"
 PERMANENT = "permanent"
-MALFORMED = "malformed"  # body is not JSON
+MALFORMED = "malformed"  # body is not JSON, or a header or encoding breaks the wire format
 UNKNOWN_TASK = "unknown-task"
+MISROUTED = "misrouted"  # arrived on a queue its task does not belong on
 INVALID_PAYLOAD = "invalid-payload"  # fails the task's model
 OVERSIZE = "oversize"
 DELIVERY_LIMIT = "delivery-limit"  # crashed workers too often (quorum queues)
@@ -42,8 +44,11 @@ class RetryPolicy:
     permanent: tuple[type[BaseException], ...] = (Permanent, pydantic.ValidationError)
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigError("max_attempts must be at least 1 (1 means: never retry)")
+        if not 1 <= self.max_attempts <= MAX_ATTEMPT:
+            raise ConfigError(
+                f"max_attempts must be 1 to {MAX_ATTEMPT} (1 means: never retry), "
+                f"got {self.max_attempts}"
+            )
         if self.base < 0 or self.cap < 0 or self.factor < 1:
             raise ConfigError("backoff needs base >= 0, cap >= 0 and factor >= 1")
 

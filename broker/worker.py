@@ -39,6 +39,7 @@ from broker.errors import (
     BrokerUnavailable,
     ConfigError,
     DeliveryLimitReached,
+    MalformedMessage,
     PayloadTooLarge,
     PublishError,
     TaskNotFound,
@@ -292,7 +293,11 @@ class Worker:
             # Delivered after the stop, before the broker saw our cancel: give it back.
             return Settle.REQUEUE
         self._isolation.arrived()
-        headers = delivered.header.properties.headers
+        props = delivered.header.properties
+        if not props.message_id:
+            # Set before any copy is made, so retries and dead letters keep it.
+            props.message_id = message.derived_task_id(props, delivered.body)
+        headers = props.headers
         returns = message.returns(headers)
         redelivered = delivered.delivery.redelivered  # type: ignore[union-attr]
         uncounted = redelivered and not (headers and message.DELIVERY_COUNT in headers)
@@ -406,6 +411,32 @@ class Worker:
                 f"no handler for task {props.message_type!r} on worker {self.identity}"
             )
             return await self._reject(delivered, queue, retry.UNKNOWN_TASK, not_found)
+        if reg.task.queue != queue:
+            misrouted = TaskNotFound(
+                f"task {reg.task.name!r} belongs on queue {reg.task.queue!r}, but arrived on "
+                f"{queue!r}: publish it with routing key {reg.task.queue!r}, or replay it with "
+                f"`leveret dlq replay --queue {queue} --reason misrouted --to {reg.task.queue}`"
+            )
+            return await self._reject(delivered, queue, retry.MISROUTED, misrouted)
+        headers = props.headers or {}
+        attempt = message.attempt(headers)
+        if attempt is None:
+            bad_attempt = MalformedMessage(
+                f"header {message.ATTEMPT} is {headers.get(message.ATTEMPT)!r}: it must be an "
+                f"integer from 1 to {message.MAX_ATTEMPT} (or absent, meaning 1)"
+            )
+            return await self._reject(delivered, queue, retry.MALFORMED, bad_attempt)
+        if props.content_encoding:
+            try:
+                body = message.decoded_body(body, props.content_encoding, self._max_bytes)
+            except message.UnsupportedEncoding as exc:
+                encoding = MalformedMessage(str(exc))
+                return await self._reject(delivered, queue, retry.MALFORMED, encoding)
+            if len(body) > self._max_bytes:
+                too_large = PayloadTooLarge(
+                    f"over {self._max_bytes} bytes once gunzipped, the limit of this worker"
+                )
+                return await self._reject(delivered, queue, retry.OVERSIZE, too_large)
         try:
             payload = reg.task.model.model_validate_json(body)
         except ValidationError as exc:
@@ -413,12 +444,11 @@ class Worker:
             reason = retry.MALFORMED if malformed else retry.INVALID_PAYLOAD
             return await self._reject(delivered, queue, reason, exc)
 
-        headers = props.headers or {}
         ctx = TaskContext(
             task_id=props.message_id or "",
             name=reg.task.name,
             queue=queue,
-            attempt=message.header_int(headers, message.ATTEMPT, 1),
+            attempt=attempt,
             # A copy put back after a return is a redelivery too, for idempotency.
             redelivered=returns > 0 or bool(delivered.delivery.redelivered),  # type: ignore[union-attr]
             headers=headers,

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from broker.connection import Connector
 from broker.errors import ConfigError, PayloadInvalid, TaskNotFound
-from broker.middleware import Middleware
+from broker.middleware import Emitter, Middleware
 from broker.producer import Producer
 from broker.retry import RetryPolicy
 from broker.settings import QueueType, Settings
@@ -43,6 +43,8 @@ class App:
         self.settings = settings or Settings(**overrides)
         self.app_id = app_id
         self.middleware: list[Middleware] = list(middleware)
+        #: Calls the middleware's hooks; what a hook raises is logged and counted there.
+        self.emitter = Emitter(self.middleware)
         self.registry: dict[str, Registration] = {}
         self.contracts: dict[str, Task[Any]] = {}
         self.queues: dict[str, QueueSpec] = {}
@@ -138,7 +140,7 @@ class App:
     def producer(self) -> Producer:
         if self._producer is None:
             self._producer = Producer(
-                self.connector, self.settings, app_id=self.app_id, middleware=self.middleware
+                self.connector, self.settings, app_id=self.app_id, emitter=self.emitter
             )
         return self._producer
 

@@ -261,9 +261,17 @@ class _WorkerState(Collector):
         if worker is not None:
             for (queue, action), count in sorted(worker.returned.items()):
                 returned.add_metric([queue, action], count)
+        hook_errors = CounterMetricFamily(
+            "leveret_middleware_errors",
+            "Exceptions raised by middleware hooks (logged; the task or send went on).",
+            labels=["middleware", "hook"],
+        )
+        for (middleware, hook), count in sorted(self.app.emitter.errors.items()):
+            hook_errors.add_metric([middleware, hook], count)
         yield in_progress
         yield ready
         yield returned
+        yield hook_errors
 
 
 def merge(expositions: Iterable[str]) -> bytes:

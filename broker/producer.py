@@ -14,7 +14,7 @@ from broker import delay as delays
 from broker import message
 from broker.connection import Connector
 from broker.errors import BulkPublishError, PayloadTooLarge, Unroutable
-from broker.middleware import Middleware
+from broker.middleware import Emitter
 from broker.publisher import Publisher
 from broker.settings import Settings
 from broker.task import M, Task
@@ -33,11 +33,11 @@ class Producer:
         settings: Settings,
         *,
         app_id: str | None,
-        middleware: list[Middleware] | None = None,
+        emitter: Emitter | None = None,
     ) -> None:
         self.settings = settings
-        #: Shared with the App: middleware added later is seen too.
-        self.middleware: list[Middleware] = middleware if middleware is not None else []
+        #: Shared with the App: middleware added later is called too.
+        self.emitter = emitter if emitter is not None else Emitter([])
         self.names = Names(settings.namespace)
         self.topology = Topology(settings)
         self.publisher = Publisher(connector, settings)
@@ -113,23 +113,21 @@ class Producer:
         exchange, key = await self.route(queue, _delay_seconds(delay, at))
         if headers is None:
             headers = self.headers()
-        middleware = self.middleware
-        for mw in middleware:
-            mw.before_send(name, queue, headers)
+        emitter = self.emitter
+        if emitter:
+            emitter.before_send(name, queue, headers)
         props = message.properties(
             task_name=name, task_id=task_id, priority=priority, headers=headers, app_id=self._app_id
         )
-        if not middleware:
+        if not emitter:
             await self.publisher.publish(exchange, key, body, props)
             return task_id
         try:
             await self.publisher.publish(exchange, key, body, props)
         except BaseException as exc:
-            for mw in middleware:
-                mw.after_send(name, queue, task_id, len(body), exc)
+            emitter.after_send(name, queue, task_id, len(body), exc)
             raise
-        for mw in middleware:
-            mw.after_send(name, queue, task_id, len(body), None)
+        emitter.after_send(name, queue, task_id, len(body), None)
         return task_id
 
     async def route(self, queue: str, delay_seconds: float) -> tuple[str, str]:

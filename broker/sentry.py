@@ -32,7 +32,7 @@ from sentry_sdk.tracing_utils import has_tracing_enabled
 from broker import message
 from broker.middleware import Middleware, Outcome
 from broker.task import TaskContext
-from broker.worker import BODY_SIZE
+from broker.delivery import BODY_SIZE
 
 log = logging.getLogger("leveret.sentry")
 

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from pydantic import BaseModel
 
-from broker import NO_RETRY, App, Task, Worker, deadlines
+from broker import NO_RETRY, App, Task, Worker
+from broker import time_limits as deadlines
 from tests.helpers import running, wait_for
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker import message
-from broker.isolation import ALONE_AFTER, Isolation, runs_alone
+from broker.poison import ALONE_AFTER, Isolation, runs_alone
 
 
 @given(returns=st.integers(0, 50), limit=st.one_of(st.none(), st.integers(0, 50)))

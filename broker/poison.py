@@ -21,9 +21,23 @@ already on their way to a cancelled consumer are returned, and counted.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+
+from aiormq.abc import DeliveredMessage
+
+from broker import retry
+from broker.consumer import Settle
+from broker.errors import DeliveryLimitReached, PublishError
+from broker.outcomes import Outcomes
+
+log = logging.getLogger(__name__)
+
+#: Runs one delivery that came back ``returns`` times (0: a first delivery).
+Run = Callable[[DeliveredMessage, str, int], Awaitable[Settle]]
 
 #: Returns before a delivery runs alone. One return is common and innocent (a lost
 #: connection, a rolling restart); a second in a row is what a poison's neighbours see.
@@ -125,3 +139,94 @@ class Isolation:
         finally:
             for w in waits:
                 w.cancel()
+
+
+class PoisonGuard:
+    """Decides what to do with each delivery: run it in turn, run it alone, put it
+    back, or dead-letter it past its queue's delivery limit."""
+
+    def __init__(
+        self,
+        gate: Isolation,
+        outcomes: Outcomes,
+        delivery_limits: dict[str, int],
+        run: Run,
+    ) -> None:
+        self.gate = gate
+        self._outcomes = outcomes
+        self._limits = delivery_limits
+        self._run = run
+        #: Deliveries that came back unsettled, by (queue, what was done): ``ran-alone``,
+        #: ``put-back`` (to wait for its turn) or ``counted`` (a classic queue's).
+        self.returned: Counter[tuple[str, str]] = Counter()
+
+    async def in_turn(self, delivered: DeliveredMessage, queue: str, returns: int) -> Settle:
+        """Run a delivery once no delivery runs alone in this process."""
+        gate = self.gate
+        if not gate.busy:
+            gate.begin()  # the common case, without a coroutine
+        elif not await gate.enter():
+            return Settle.REQUEUE  # stopping
+        try:
+            return await self._run(delivered, queue, returns)
+        finally:
+            gate.leave()
+
+    async def returned_delivery(
+        self, delivered: DeliveredMessage, queue: str, returns: int, uncounted: bool
+    ) -> Settle:
+        """A delivery that came back unsettled: stop it at the limit, or run it alone.
+
+        A redelivery the broker did not count (a classic queue's) is put back first, as a
+        copy carrying the count: a second crash would otherwise look like the first.
+        """
+        limit = self._limits.get(queue)
+        if limit is not None and returns > limit:
+            over = DeliveryLimitReached(
+                f"the task came back unsettled {returns} times (its worker died or lost its "
+                f"connection before it ended), over the delivery limit of {limit} of queue "
+                f"{queue!r}"
+            )
+            return await self._outcomes.reject(delivered, queue, retry.DELIVERY_LIMIT, over)
+        if uncounted:
+            return await self._put_back(delivered, queue, returns, after=0.0, action="counted")
+        if not runs_alone(returns, limit):
+            return await self.in_turn(delivered, queue, returns)
+        if self.gate.busy:
+            return await self._put_back(delivered, queue, returns)
+        log.info(
+            "task %s %s came back unsettled %d times: running it alone",
+            delivered.header.properties.message_type,
+            delivered.header.properties.message_id,
+            returns,
+        )
+        async with self.gate.alone() as alone:
+            if alone:
+                self.returned[(queue, "ran-alone")] += 1
+                return await self._run(delivered, queue, returns)
+        return await self._put_back(delivered, queue, returns)
+
+    async def _put_back(
+        self,
+        delivered: DeliveredMessage,
+        queue: str,
+        returns: int,
+        *,
+        after: float = PUT_BACK_SECONDS,
+        action: str = "put-back",
+    ) -> Settle:
+        """Requeue a copy that carries the return count, without counting a return."""
+        self.gate.begin()  # the lone delivery starts once this one is settled
+        try:
+            await self._outcomes.put_back(delivered, queue, returns, after)
+        except PublishError as exc:
+            log.warning(
+                "could not put task %s back (%s); requeueing it",
+                delivered.header.properties.message_id,
+                exc,
+            )
+            return Settle.REQUEUE
+        finally:
+            self.gate.leave()
+        self.returned[(queue, action)] += 1
+        return Settle.ACK

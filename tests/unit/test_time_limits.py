@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from broker import deadlines
-from broker.deadlines import Deadlines
+from broker import time_limits as deadlines
+from broker.time_limits import Deadlines
 
 
 async def test_a_task_past_its_limit_is_cancelled_and_reported() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import aiormq
@@ -22,6 +23,34 @@ from broker.topology import Names, Topology
 
 #: How many confirms ``send_many`` keeps in flight at once.
 BULK_WINDOW = 1000
+
+
+class SingleFlight:
+    """Runs one setup per key at a time; callers that arrive meanwhile await that run.
+
+    A burst of first sends on a fresh App would otherwise each open a channel and
+    declare the same topology: 100 concurrent sends opened 100 channels and took
+    seconds where a warm producer takes milliseconds. A failure reaches every caller
+    of the run that failed and is not kept, so the next call tries again.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self, key: str, setup: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = self._running.get(key)
+        if task is None:
+            task = asyncio.create_task(setup())
+            self._running[key] = task
+            task.add_done_callback(partial(self._finished, key))
+        # One caller cancelled must not cancel the run the others are waiting for.
+        await asyncio.shield(task)
+
+    def _finished(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
+        if not task.cancelled():
+            task.exception()  # seen, even if every caller was cancelled before the end
 
 
 class Producer:
@@ -45,11 +74,14 @@ class Producer:
         self._app_id = app_id
         self._declared = False
         self._known_queues: set[str] = set()
+        self._setup = SingleFlight()
 
     async def ensure_core(self) -> None:
         """Declare the shared exchanges and delay ladder once per process."""
-        if self._declared:
-            return
+        if not self._declared:
+            await self._setup.run("core", self._declare_core)
+
+    async def _declare_core(self) -> None:
         connection = await self._connector.get()
         channel = await connection.channel()
         try:
@@ -144,7 +176,7 @@ class Producer:
                 f"allow ({self.settings.max_delay_seconds:.0f} s)"
             )
         if queue not in self._known_queues:
-            await self._check_queue(queue)
+            await self._setup.run(f"queue:{queue}", partial(self._check_queue, queue))
         level = delays.entry_level(units)
         return self.names.delay_level(level), delays.routing_key(units, levels, queue)
 

@@ -57,6 +57,17 @@ async def publish_pipelined(
         )
 
 
+async def cold_burst(url: str, exchange: str, key: str, bodies: Sequence[bytes]) -> None:
+    """From nothing: connect, open a confirm channel, publish with every confirm in flight."""
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(exchange, ensure=False)
+        await publish_pipelined(target, key, bodies, window=len(bodies))
+    finally:
+        await connection.close()
+
+
 async def work(url: str, queue: str, prefetch: int, namespace: str) -> None:
     connection = await aio_pika.connect(url)
     consume = await connection.channel(publisher_confirms=False)

@@ -2,6 +2,7 @@
 
     LeveretError
     ├── ConfigError            settings or task definitions that cannot work
+    ├── InvalidArgument        a priority, delay or time a send cannot use (a ValueError too)
     ├── BrokerUnavailable      no connection to RabbitMQ within the deadline
     ├── TopologyMismatch       a queue or exchange exists with other arguments
     ├── AccessRefused          the RabbitMQ user lacks a permission it needs
@@ -34,6 +35,14 @@ class LeveretError(Exception):
 
 class ConfigError(LeveretError):
     """A setting or a task definition that cannot work as given."""
+
+
+class InvalidArgument(LeveretError, ValueError):
+    """An argument a call cannot use: a priority out of range, a negative delay, a naive time.
+
+    Also a ``ValueError``, which these were before they joined this tree, so code that
+    catches that keeps working.
+    """
 
 
 class BrokerUnavailable(LeveretError):
@@ -123,7 +132,7 @@ class Retry(Exception):
         if isinstance(delay, timedelta):
             delay = delay.total_seconds()
         if delay is not None and delay < 0:
-            raise ValueError("Retry delay must be >= 0 seconds")
+            raise InvalidArgument(f"Retry delay must be >= 0 seconds, got {delay}")
         self.delay: float | None = delay
 
 

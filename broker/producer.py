@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import aiormq
@@ -13,7 +14,13 @@ import aiormq
 from broker import delay as delays
 from broker import message
 from broker.connection import Connector
-from broker.errors import BulkPublishError, PayloadTooLarge, Unroutable
+from broker.errors import (
+    BulkPublishError,
+    InvalidArgument,
+    PayloadInvalid,
+    PayloadTooLarge,
+    Unroutable,
+)
 from broker.middleware import Emitter
 from broker.publisher import Publisher
 from broker.settings import Settings
@@ -22,6 +29,34 @@ from broker.topology import Names, Topology
 
 #: How many confirms ``send_many`` keeps in flight at once.
 BULK_WINDOW = 1000
+
+
+class SingleFlight:
+    """Runs one setup per key at a time; callers that arrive meanwhile await that run.
+
+    A burst of first sends on a fresh App would otherwise each open a channel and
+    declare the same topology: 100 concurrent sends opened 100 channels and took
+    seconds where a warm producer takes milliseconds. A failure reaches every caller
+    of the run that failed and is not kept, so the next call tries again.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self, key: str, setup: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = self._running.get(key)
+        if task is None:
+            task = asyncio.create_task(setup())
+            self._running[key] = task
+            task.add_done_callback(partial(self._finished, key))
+        # One caller cancelled must not cancel the run the others are waiting for.
+        await asyncio.shield(task)
+
+    def _finished(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
+        if not task.cancelled():
+            task.exception()  # seen, even if every caller was cancelled before the end
 
 
 class Producer:
@@ -45,11 +80,14 @@ class Producer:
         self._app_id = app_id
         self._declared = False
         self._known_queues: set[str] = set()
+        self._setup = SingleFlight()
 
     async def ensure_core(self) -> None:
         """Declare the shared exchanges and delay ladder once per process."""
-        if self._declared:
-            return
+        if not self._declared:
+            await self._setup.run("core", self._declare_core)
+
+    async def _declare_core(self) -> None:
         connection = await self._connector.get()
         channel = await connection.channel()
         try:
@@ -64,8 +102,10 @@ class Producer:
 
     def encode(self, task: Task[M], payload: M) -> bytes:
         if not isinstance(payload, task.model):
-            raise TypeError(
-                f"task {task.name!r} takes a {task.model.__name__}, not a {type(payload).__name__}"
+            model = task.model.__name__
+            raise PayloadInvalid(
+                f"task {task.name!r} takes {model}, not {type(payload).__name__}: "
+                f"pass {model}(...), or send a dict with app.send_by_name({task.name!r}, ...)"
             )
         body: bytes = payload.__pydantic_serializer__.to_json(payload)
         return self._checked_size(task.name, body)
@@ -105,12 +145,14 @@ class Producer:
         headers: dict[str, Any] | None = None,
     ) -> str:
         """Publish an encoded task and wait for its confirm; return the task id."""
-        if not 0 <= priority <= self.settings.max_priority:
-            raise ValueError(f"priority must be 0..{self.settings.max_priority}, got {priority}")
+        self.check_priority(priority)
+        seconds = _delay_seconds(delay, at)
+        if seconds:
+            self.delay_units(seconds)  # a wrong argument is refused before connecting
         if not self._declared:
             await self.ensure_core()
         task_id = task_id or uuid.uuid4().hex
-        exchange, key = await self.route(queue, _delay_seconds(delay, at))
+        exchange, key = await self.route(queue, seconds)
         if headers is None:
             headers = self.headers()
         emitter = self.emitter
@@ -130,19 +172,33 @@ class Producer:
         emitter.after_send(name, queue, task_id, len(body), None)
         return task_id
 
+    def check_priority(self, priority: int) -> None:
+        if not 0 <= priority <= self.settings.max_priority:
+            raise InvalidArgument(
+                f"priority must be 0..{self.settings.max_priority}, got {priority}: the work "
+                "queues' x-max-priority (LEVERET_MAX_PRIORITY) is the highest RabbitMQ honours"
+            )
+
+    def delay_units(self, delay_seconds: float) -> int:
+        """The delay in units of the ladder; refused if the ladder cannot hold it."""
+        units = delays.to_units(delay_seconds, self.settings.delay_unit_ms)
+        if units >= 2**self.settings.delay_levels:
+            raise InvalidArgument(
+                f"a delay of {delay_seconds:.0f} s is over the longest the delay levels "
+                f"allow ({self.settings.max_delay_seconds:.0f} s): keep a wait that long "
+                "outside RabbitMQ (a scheduler or a database row) and send the task nearer "
+                "its time"
+            )
+        return units
+
     async def route(self, queue: str, delay_seconds: float) -> tuple[str, str]:
         """Exchange and routing key for a message to ``queue`` after a delay."""
-        units = delays.to_units(delay_seconds, self.settings.delay_unit_ms)
+        units = self.delay_units(delay_seconds)
         if units == 0:
             return self.names.tasks_exchange, queue
         levels = self.settings.delay_levels
-        if units >= 2**levels:
-            raise ValueError(
-                f"a delay of {delay_seconds:.0f} s is over the longest the delay levels "
-                f"allow ({self.settings.max_delay_seconds:.0f} s)"
-            )
         if queue not in self._known_queues:
-            await self._check_queue(queue)
+            await self._setup.run(f"queue:{queue}", partial(self._check_queue, queue))
         level = delays.entry_level(units)
         return self.names.delay_level(level), delays.routing_key(units, levels, queue)
 
@@ -197,6 +253,9 @@ class Producer:
         their last one is confirmed, so the pipe never drains between windows.
         """
         prio = task.priority if priority is None else priority
+        # Refused once, before anything is sent, not once per message.
+        self.check_priority(prio)
+        self.delay_units(_delay_seconds(delay, None))
         bodies = [self.encode(task, p) for p in payloads]
         ids = [uuid.uuid4().hex for _ in bodies]
         errors: dict[int, Exception] = {}
@@ -228,14 +287,17 @@ class Producer:
 
 def _delay_seconds(delay: timedelta | float | None, at: datetime | None) -> float:
     if delay is not None and at is not None:
-        raise ValueError("give either delay or at, not both")
+        raise InvalidArgument("give either delay= (how long from now) or at= (when), not both")
     if at is not None:
         if at.tzinfo is None:
-            raise ValueError("`at` must be timezone-aware, e.g. datetime.now(UTC) + ...")
+            raise InvalidArgument(
+                "`at` must be timezone-aware, e.g. datetime.now(UTC) + timedelta(minutes=5): "
+                "a naive time could mean any zone"
+            )
         return max((at - datetime.now(tz=UTC)).total_seconds(), 0.0)
     if delay is None:
         return 0.0
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
     if seconds < 0:
-        raise ValueError(f"delay must be >= 0, got {seconds} s")
+        raise InvalidArgument(f"delay must be >= 0 seconds, got {seconds}: use 0 to send now")
     return seconds

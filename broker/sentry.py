@@ -30,9 +30,9 @@ from sentry_sdk.tracing import Span, TransactionSource
 from sentry_sdk.tracing_utils import has_tracing_enabled
 
 from broker import message
+from broker.delivery import BODY_SIZE
 from broker.middleware import Middleware, Outcome
 from broker.task import TaskContext
-from broker.delivery import BODY_SIZE
 
 log = logging.getLogger("leveret.sentry")
 

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from broker.cli import check, dlq, tasks, worker
-from broker.cli.common import console
+from broker.cli.common import error
 from broker.errors import LeveretError
 
 COMMANDS = (worker, tasks, dlq, check)
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.run(args)
     except LeveretError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # Any of ours, from any command: one line saying what to do, exit 2 (usage).
+        error(str(exc))
         return 2
     except KeyboardInterrupt:
         return 130

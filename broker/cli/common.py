@@ -59,6 +59,11 @@ def load_app(spec: str | None) -> App:
     return app
 
 
+def error(message: str) -> None:
+    """Print an error as one line, however narrow the terminal: scripts grep for it."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    error(message)
     raise SystemExit(code)

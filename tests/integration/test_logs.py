@@ -70,7 +70,9 @@ async def test_one_json_event_per_task_outcome(
     assert failed["level"] == "warning"
     assert failed["error"] == "Permanent: this task can never succeed"
     # What the engine and the handler log while a task runs carries the task's fields.
-    engine = [r for r in records if r["logger"] == "leveret.delivery" and "dead-lettered" in r["msg"]]
+    engine = [
+        r for r in records if r["logger"] == "leveret.delivery" and "dead-lettered" in r["msg"]
+    ]
     assert engine[0]["task_id"] == ids["fail"]
     handler = next(r for r in records if r["logger"] == "ops.chatty")
     assert handler["task_id"] == ids["chatty"]

@@ -77,8 +77,10 @@ async def test_hooks_that_raise_cause_no_duplicate_no_loss_and_no_failed_send(  
         expected_dead = len(doomed) + BAD
         await wait_for(lambda: sum(worker.counts.values()) >= TASKS + 1 + BAD, timeout=120)
         await wait_for(
-            lambda: worker.counts[Outcome.DEAD_LETTERED] == len(doomed)
-            and worker.counts[Outcome.SUCCEEDED] == TASKS + 1 - len(doomed),
+            lambda: (
+                worker.counts[Outcome.DEAD_LETTERED] == len(doomed)
+                and worker.counts[Outcome.SUCCEEDED] == TASKS + 1 - len(doomed)
+            ),
             timeout=120,
         )
         await asyncio.sleep(1.0)  # a duplicate or an extra dead letter would land meanwhile

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from pydantic import BaseModel
 
-from broker import App, PayloadTooLarge, Task, Unroutable
+from broker import App, PayloadInvalid, PayloadTooLarge, Task, Unroutable
 
 
 class Ping(BaseModel):
@@ -65,7 +65,7 @@ async def test_oversize_and_wrong_model_are_refused_before_sending(make_app) -> 
     blob = app.add(Task("blob.big", Blob, queue="blobs"))
     with pytest.raises(PayloadTooLarge, match="over the limit of 1000"):
         await app.send(blob, Blob(data="x" * 2000))
-    with pytest.raises(TypeError, match="takes a Blob"):
+    with pytest.raises(PayloadInvalid, match="takes Blob"):
         await app.send(blob, Ping(n=1))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="priority"):
         await app.send(blob, Blob(data=""), priority=99)

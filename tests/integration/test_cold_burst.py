@@ -1,0 +1,114 @@
+"""A burst of first sends on a fresh App: one setup shared, not one channel per message."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiormq
+import pytest
+from pydantic import BaseModel
+
+from broker import App, Task, Unroutable
+
+
+class Ping(BaseModel):
+    n: int
+
+
+class ChannelCount:
+    """Counts the AMQP channels opened, on every aiormq connection of this process."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.opened = 0
+        real = aiormq.Connection.channel
+
+        async def channel(connection: aiormq.Connection, *args: Any, **kwargs: Any) -> Any:
+            self.opened += 1
+            return await real(connection, *args, **kwargs)
+
+        monkeypatch.setattr(aiormq.Connection, "channel", channel)
+
+
+async def queue_depth(app: App, queue: str) -> int:
+    connection = await app.connector.get()
+    channel = await connection.channel()
+    try:
+        declared = await channel.declare_queue(app.producer.names.work_queue(queue), passive=True)
+        assert declared.declaration_result.message_count is not None
+        return declared.declaration_result.message_count
+    finally:
+        await channel.close()
+
+
+async def declared_elsewhere(make_app: Callable[..., App], task: Task[Ping]) -> App:
+    """The queue exists, declared by another App: the one under test starts cold."""
+    setup = make_app()
+    setup.add(task)
+    await setup.declare()
+    return setup
+
+
+async def test_concurrent_first_sends_share_one_setup(
+    make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ping = Task("cold.gather", Ping, queue="cold-gather")
+    setup = await declared_elsewhere(make_app, ping)
+    app = make_app()
+    channels = ChannelCount(monkeypatch)
+
+    ids = await asyncio.gather(*(app.send(ping, Ping(n=i)) for i in range(100)))
+
+    assert len(set(ids)) == 100
+    # One to declare the shared topology, one to publish on: before, one per message.
+    assert channels.opened <= 3
+    assert await queue_depth(setup, "cold-gather") == 100
+
+
+async def test_cold_send_many_shares_one_setup(
+    make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ping = Task("cold.many", Ping, queue="cold-many")
+    setup = await declared_elsewhere(make_app, ping)
+    app = make_app()
+    channels = ChannelCount(monkeypatch)
+
+    ids = await app.send_many(ping, [Ping(n=i) for i in range(100)])
+
+    assert len(set(ids)) == 100
+    assert channels.opened <= 3
+    assert await queue_depth(setup, "cold-many") == 100
+
+
+async def test_concurrent_first_delayed_sends_check_the_queue_once(
+    make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ping = Task("cold.delayed", Ping, queue="cold-delayed")
+    setup = await declared_elsewhere(make_app, ping)
+    app = make_app()
+    channels = ChannelCount(monkeypatch)
+
+    ids = await asyncio.gather(*(app.send(ping, Ping(n=i), delay=0.05) for i in range(50)))
+
+    assert len(set(ids)) == 50
+    assert channels.opened <= 4  # and one to check that the queue exists
+    deadline = asyncio.get_running_loop().time() + 10
+    while await queue_depth(setup, "cold-delayed") < 50:
+        assert asyncio.get_running_loop().time() < deadline, "delayed sends did not arrive"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_failed_setup_reaches_every_waiter_and_the_next_call_tries_again(
+    make_app: Callable[..., App],
+) -> None:
+    app = make_app()
+    ping = app.add(Task("cold.missing", Ping, queue="cold-missing"))
+
+    results = await asyncio.gather(
+        *(app.send(ping, Ping(n=i), delay=5) for i in range(20)), return_exceptions=True
+    )
+    assert all(isinstance(r, Unroutable) for r in results), results
+
+    await app.declare()
+    assert await app.send(ping, Ping(n=0), delay=0.01)

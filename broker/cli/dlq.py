@@ -36,6 +36,10 @@ T = TypeVar("T")
 
 DEFAULT_ROWS = 100
 
+#: ``show`` prints at most this much of a body it cannot show as JSON: a dead letter
+#: may be anything a publisher sent, and a terminal is no place for all of it.
+MAX_RAW_SHOWN = 2000
+
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dlq = commands.add_parser(
@@ -298,10 +302,12 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def _full(letter: DeadLetter) -> dict[str, Any]:
+    payload, why_not = letter.read_payload()
     return {
         **letter.summary(),
         "traceback": letter.traceback,
-        "payload": letter.payload(),
+        "payload": payload,
+        "payload_error": why_not,
         "body": base64.b64encode(letter.body).decode("ascii"),
         "properties": {k: to_json(v) for k, v in properties_dict(letter.properties).items()},
         "headers": {k: to_json(v) for k, v in letter.headers.items()},
@@ -339,17 +345,29 @@ def _print_letter(letter: DeadLetter) -> None:
         headers.add_row(escape(name), escape(_short(shown, 200)))
     out.print(headers)
     out.print("[bold]Payload[/]")
-    payload = letter.payload()
-    if payload is not None:
-        out.print_json(json.dumps(payload))
-    else:
-        try:
-            out.print(escape(letter.body.decode("utf-8")), highlight=False)
-        except UnicodeDecodeError:
-            out.print(f"({len(letter.body)} bytes, not UTF-8) {letter.body[:200].hex(' ')}")
+    _print_body(letter)
     if letter.traceback:
         out.print("[bold]Traceback[/]")
         out.print(escape(letter.traceback.rstrip()), highlight=False)
+
+
+def _print_body(letter: DeadLetter) -> None:
+    """The payload as JSON, or else the start of the raw body and why it is not JSON."""
+    payload, why_not = letter.read_payload()
+    if why_not is None:
+        out.print_json(json.dumps(payload))
+        return
+    body = letter.body
+    as_hex = why_not == "not UTF-8"
+    shown = body[: MAX_RAW_SHOWN // 3 if as_hex else MAX_RAW_SHOWN]
+    part = f"all {len(body):,}" if shown == body else f"first {len(shown):,} of {len(body):,}"
+    out.print(
+        f"body not shown as JSON: {why_not}; {'hex' if as_hex else 'raw'}, {part} bytes",
+        style="italic",
+        highlight=False,
+    )
+    text = shown.hex(" ") if as_hex else shown.decode("utf-8", "replace")
+    out.print(escape(text), highlight=False)
 
 
 # -- replay and purge ---------------------------------------------------------------

@@ -170,3 +170,32 @@ async def test_bad_input_gives_clear_errors(filled: tuple[App, list[str]]) -> No
     code, _, err = run(app, "replay", "-q", "jobs", "--rate", "fast")
     assert code == 2
     assert "not a rate" in err
+
+
+async def test_show_falls_back_to_the_raw_body_when_json_is_nested_too_deeply(
+    make_app: Callable[..., App],
+) -> None:
+    app = make_app()
+    app.queue("jobs")
+    await app.declare()
+    body = b"[" * 100_000 + b"]" * 100_000
+    props = dead_letter(task="jobs.deep", task_id="deep-1", reason="invalid-payload")
+    await fill(app.settings.url, app.producer.names.dead_queue("jobs"), [(body, props)])
+
+    code, out, err = run(app, "show", "deep-1", "-q", "jobs")
+    assert code == 0, err[-2000:]
+    assert "body not shown as JSON: nested too deeply" in out
+    assert "raw, first 2,000 of 200,000 bytes" in out
+    assert "Traceback" in out
+    assert len(out) < 20_000
+
+    code, out, err = run(app, "show", "deep-1", "-q", "jobs", "--json")
+    assert code == 0, err[-2000:]
+    shown = json.loads(out)
+    assert shown["payload"] is None
+    assert shown["payload_error"].startswith("nested too deeply")
+    assert len(out) < 2 * len(body)  # the body whole, base64: no pretty-printing of it
+
+    for listing in (["list"], ["summary"], ["export", "-"]):
+        code, _, err = run(app, *listing, "-q", "jobs")
+        assert code == 0, err[-2000:]

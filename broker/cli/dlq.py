@@ -31,6 +31,7 @@ from rich.table import Table
 from broker.cli.common import console, env_default, load_app, out
 from broker.deadletter import DeadLetter, DeadLetters, Filter, Group, MoveReport, Report
 from broker.deadletter.codec import properties_dict, to_json
+from broker.deadletter.letter import REASONS
 
 T = TypeVar("T")
 
@@ -134,7 +135,10 @@ def _common(
         "--match", metavar="TEXT", help="text in the error type or message (any case)"
     )
     group.add_argument(
-        "--reason", action="append", help="exhausted, permanent, delivery-limit, malformed, ..."
+        "--reason",
+        action="append",
+        metavar="REASON",
+        help=f"why it died: {', '.join(REASONS)}",
     )
     group.add_argument("--id", action="append", metavar="ID", help="task id, or the start of one")
     group.add_argument("--older-than", metavar="AGE", help="died before: 2h, 3d, or an ISO time")
@@ -406,8 +410,19 @@ def _letters(count: int) -> str:
     return f"{count:,} dead letter{'' if count == 1 else 's'}"
 
 
-def _print_report(report: Report, verb: str) -> int:
+def _print_report(report: Report, verb: str, where: Filter) -> int:
     kept = report.kept
+    if report.matched == 0 and not report.errors:
+        # Exit 0 all the same: "nothing to do" is a normal outcome of a scheduled purge.
+        queues = ", ".join(q.queue for q in report.queues) or "the dead-letter queues"
+        console.print(
+            f"[bold yellow]0 matched:[/] none of the {_letters(report.total)} in "
+            f"{escape(queues)} matches {escape(where.describe())}; nothing "
+            + (f"to {report.action}" if report.dry_run else verb),
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 0
     if report.dry_run:
         console.print(
             f"would {report.action} {report.matched:,} of {_letters(report.total)} "
@@ -441,7 +456,7 @@ def run_replay(args: argparse.Namespace) -> int:
                 on_progress=bars.update,
             )
 
-    return _print_report(_run(args, replay), "replayed")
+    return _print_report(_run(args, replay), "replayed", where)
 
 
 def run_purge(args: argparse.Namespace) -> int:
@@ -475,7 +490,7 @@ def run_purge(args: argparse.Namespace) -> int:
         with bars.progress:
             return await dead.purge(where, limit=limit, on_progress=bars.update)
 
-    return _print_report(_run(args, purge), "purged")
+    return _print_report(_run(args, purge), "purged", where)
 
 
 # -- export and import --------------------------------------------------------------

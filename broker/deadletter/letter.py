@@ -33,6 +33,12 @@ BROKER_REASONS = {
     "maxlen": "maxlen",
 }
 
+#: The reason of a message nothing says anything about (another publisher's).
+UNKNOWN_REASON = "unknown"
+
+#: Every reason a dead letter can be listed under: the worker's, RabbitMQ's, unknown.
+REASONS = tuple(dict.fromkeys((*retry.REASONS, *BROKER_REASONS.values(), UNKNOWN_REASON)))
+
 #: Headers that describe one death; a replayed copy starts without them.
 DEATH_HEADERS = (
     message.REASON,
@@ -156,7 +162,7 @@ class DeadLetter:
         """What broke, for grouping: the exception type, else the reason in brackets."""
         if self.error_type:
             return self.error_type
-        return f"({self.reason or 'unknown'})"
+        return f"({self.reason or UNKNOWN_REASON})"
 
     def describe(self) -> str:
         """``ErrorType: message``, the way retries record the last error."""

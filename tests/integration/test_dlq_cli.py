@@ -199,3 +199,38 @@ async def test_show_falls_back_to_the_raw_body_when_json_is_nested_too_deeply(
     for listing in (["list"], ["summary"], ["export", "-"]):
         code, _, err = run(app, *listing, "-q", "jobs")
         assert code == 0, err[-2000:]
+
+
+async def test_a_misspelt_reason_is_refused_and_a_filter_matching_nothing_says_so(
+    filled: tuple[App, list[str]],
+) -> None:
+    app, ids = filled
+    names = app.producer.names
+    for action in (["replay"], ["purge", "--yes"], ["list"]):
+        code, _, err = run(app, *action, "-q", "jobs", "--reason", "bogus")
+        assert code == 2, err
+        assert err.strip().splitlines() == [
+            "error: unknown reason 'bogus'; the reasons are: exhausted, permanent, "
+            "invalid-payload, malformed, unknown-task, oversize, delivery-limit, rejected, "
+            "expired, maxlen, unknown"
+        ]
+    assert await queue_size(app.settings.url, names.dead_queue("jobs")) == 5
+
+    for action, nothing in (
+        (["replay"], "nothing replayed"),
+        (["replay", "--dry-run"], "nothing to replay"),
+        (["purge", "--yes"], "nothing purged"),
+        (["purge"], "nothing to purge"),
+    ):
+        code, _, err = run(app, *action, "-q", "jobs", "--reason", "permanent")
+        assert code == 0, err
+        assert (
+            "0 matched: none of the 5 dead letters in jobs matches reason permanent; " + nothing
+        ) in err
+    code, _, err = run(app, "purge", "-q", "jobs", "--task", "jbos.*", "--yes")
+    assert "0 matched: none of the 5 dead letters in jobs matches task jbos.*" in err
+    assert sorted(await ids_in(app.settings.url, names.dead_queue("jobs"))) == sorted(ids)
+
+    code, _, err = run(app, "purge", "-q", "jobs", "--reason", "unknown", "--yes")
+    assert code == 0, err
+    assert "purged 1 dead letter" in err

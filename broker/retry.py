@@ -32,7 +32,16 @@ DELIVERY_LIMIT = "delivery-limit"  # came back unsettled too often (its workers 
 
 #: Every reason a worker writes, so that whatever reads them (a filter, a dashboard)
 #: can refuse a misspelt one rather than silently match nothing.
-REASONS = (EXHAUSTED, PERMANENT, INVALID_PAYLOAD, MALFORMED, UNKNOWN_TASK, OVERSIZE, DELIVERY_LIMIT)
+REASONS = (
+    EXHAUSTED,
+    PERMANENT,
+    INVALID_PAYLOAD,
+    MALFORMED,
+    UNKNOWN_TASK,
+    MISROUTED,
+    OVERSIZE,
+    DELIVERY_LIMIT,
+)
 
 
 @dataclass(frozen=True)

@@ -211,7 +211,8 @@ async def test_a_misspelt_reason_is_refused_and_a_filter_matching_nothing_says_s
         assert code == 2, err
         assert err.strip().splitlines() == [
             "error: unknown reason 'bogus'; the reasons are: exhausted, permanent, "
-            "invalid-payload, malformed, unknown-task, oversize, delivery-limit, rejected, "
+            "invalid-payload, malformed, unknown-task, misrouted, oversize, delivery-limit, "
+            "rejected, "
             "expired, maxlen, unknown"
         ]
     assert await queue_size(app.settings.url, names.dead_queue("jobs")) == 5

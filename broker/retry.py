@@ -28,7 +28,20 @@ UNKNOWN_TASK = "unknown-task"
 MISROUTED = "misrouted"  # arrived on a queue its task does not belong on
 INVALID_PAYLOAD = "invalid-payload"  # fails the task's model
 OVERSIZE = "oversize"
-DELIVERY_LIMIT = "delivery-limit"  # crashed workers too often (quorum queues)
+DELIVERY_LIMIT = "delivery-limit"  # came back unsettled too often (its workers died)
+
+#: Every reason a worker writes, so that whatever reads them (a filter, a dashboard)
+#: can refuse a misspelt one rather than silently match nothing.
+REASONS = (
+    EXHAUSTED,
+    PERMANENT,
+    INVALID_PAYLOAD,
+    MALFORMED,
+    UNKNOWN_TASK,
+    MISROUTED,
+    OVERSIZE,
+    DELIVERY_LIMIT,
+)
 
 
 @dataclass(frozen=True)

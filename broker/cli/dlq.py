@@ -31,10 +31,15 @@ from rich.table import Table
 from broker.cli.common import console, env_default, load_app, out
 from broker.deadletter import DeadLetter, DeadLetters, Filter, Group, MoveReport, Report
 from broker.deadletter.codec import properties_dict, to_json
+from broker.deadletter.letter import REASONS
 
 T = TypeVar("T")
 
 DEFAULT_ROWS = 100
+
+#: ``show`` prints at most this much of a body it cannot show as JSON: a dead letter
+#: may be anything a publisher sent, and a terminal is no place for all of it.
+MAX_RAW_SHOWN = 2000
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -130,7 +135,10 @@ def _common(
         "--match", metavar="TEXT", help="text in the error type or message (any case)"
     )
     group.add_argument(
-        "--reason", action="append", help="exhausted, permanent, delivery-limit, malformed, ..."
+        "--reason",
+        action="append",
+        metavar="REASON",
+        help=f"why it died: {', '.join(REASONS)}",
     )
     group.add_argument("--id", action="append", metavar="ID", help="task id, or the start of one")
     group.add_argument("--older-than", metavar="AGE", help="died before: 2h, 3d, or an ISO time")
@@ -298,10 +306,12 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def _full(letter: DeadLetter) -> dict[str, Any]:
+    payload, why_not = letter.read_payload()
     return {
         **letter.summary(),
         "traceback": letter.traceback,
-        "payload": letter.payload(),
+        "payload": payload,
+        "payload_error": why_not,
         "body": base64.b64encode(letter.body).decode("ascii"),
         "properties": {k: to_json(v) for k, v in properties_dict(letter.properties).items()},
         "headers": {k: to_json(v) for k, v in letter.headers.items()},
@@ -339,17 +349,29 @@ def _print_letter(letter: DeadLetter) -> None:
         headers.add_row(escape(name), escape(_short(shown, 200)))
     out.print(headers)
     out.print("[bold]Payload[/]")
-    payload = letter.payload()
-    if payload is not None:
-        out.print_json(json.dumps(payload))
-    else:
-        try:
-            out.print(escape(letter.body.decode("utf-8")), highlight=False)
-        except UnicodeDecodeError:
-            out.print(f"({len(letter.body)} bytes, not UTF-8) {letter.body[:200].hex(' ')}")
+    _print_body(letter)
     if letter.traceback:
         out.print("[bold]Traceback[/]")
         out.print(escape(letter.traceback.rstrip()), highlight=False)
+
+
+def _print_body(letter: DeadLetter) -> None:
+    """The payload as JSON, or else the start of the raw body and why it is not JSON."""
+    payload, why_not = letter.read_payload()
+    if why_not is None:
+        out.print_json(json.dumps(payload))
+        return
+    body = letter.body
+    as_hex = why_not == "not UTF-8"
+    shown = body[: MAX_RAW_SHOWN // 3 if as_hex else MAX_RAW_SHOWN]
+    part = f"all {len(body):,}" if shown == body else f"first {len(shown):,} of {len(body):,}"
+    out.print(
+        f"body not shown as JSON: {why_not}; {'hex' if as_hex else 'raw'}, {part} bytes",
+        style="italic",
+        highlight=False,
+    )
+    text = shown.hex(" ") if as_hex else shown.decode("utf-8", "replace")
+    out.print(escape(text), highlight=False)
 
 
 # -- replay and purge ---------------------------------------------------------------
@@ -388,8 +410,19 @@ def _letters(count: int) -> str:
     return f"{count:,} dead letter{'' if count == 1 else 's'}"
 
 
-def _print_report(report: Report, verb: str) -> int:
+def _print_report(report: Report, verb: str, where: Filter) -> int:
     kept = report.kept
+    if report.matched == 0 and not report.errors:
+        # Exit 0 all the same: "nothing to do" is a normal outcome of a scheduled purge.
+        queues = ", ".join(q.queue for q in report.queues) or "the dead-letter queues"
+        console.print(
+            f"[bold yellow]0 matched:[/] none of the {_letters(report.total)} in "
+            f"{escape(queues)} matches {escape(where.describe())}; nothing "
+            + (f"to {report.action}" if report.dry_run else verb),
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 0
     if report.dry_run:
         console.print(
             f"would {report.action} {report.matched:,} of {_letters(report.total)} "
@@ -423,7 +456,7 @@ def run_replay(args: argparse.Namespace) -> int:
                 on_progress=bars.update,
             )
 
-    return _print_report(_run(args, replay), "replayed")
+    return _print_report(_run(args, replay), "replayed", where)
 
 
 def run_purge(args: argparse.Namespace) -> int:
@@ -457,7 +490,7 @@ def run_purge(args: argparse.Namespace) -> int:
         with bars.progress:
             return await dead.purge(where, limit=limit, on_progress=bars.update)
 
-    return _print_report(_run(args, purge), "purged")
+    return _print_report(_run(args, purge), "purged", where)
 
 
 # -- export and import --------------------------------------------------------------

@@ -171,6 +171,15 @@ class Record:
 def loads(line: str) -> Record:
     """Read one line written by ``dumps``; ``CodecError`` says what is wrong with it."""
     try:
+        return _record(line)
+    except RecursionError:
+        # Python's JSON reader, and reading values back, recurse; an AMQP header
+        # nested this deeply could not have been exported in the first place.
+        raise CodecError("nested too deeply to be a dead letter") from None
+
+
+def _record(line: str) -> Record:
+    try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         raise CodecError(f"not JSON: {exc}") from None

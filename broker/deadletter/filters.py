@@ -4,6 +4,8 @@ Criteria combine with AND; the values of one criterion with OR. Task names and
 exception types take shell-style wildcards (``emails.*``); an exception type matches
 by its class name or its dotted name (``SmtpDown`` or ``mail.errors.SmtpDown``).
 Ages are read from when the message died; one whose time is unknown matches no age.
+Reasons are checked against the ones that exist: a misspelt reason in a purge would
+otherwise match nothing, and say nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
-from broker.deadletter.letter import DeadLetter
+from broker.deadletter.letter import REASONS, UNKNOWN_REASON, DeadLetter
 from broker.errors import ConfigError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -57,6 +59,13 @@ def parse_age(text: str, *, now: datetime | None = None) -> datetime:
             "3d or 1w, or a date-time such as 2024-05-01T12:00:00Z"
         ) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def check_reason(text: str) -> str:
+    """``text`` if it is a reason a dead letter can have; else a ConfigError listing them."""
+    if text not in REASONS:
+        raise ConfigError(f"unknown reason {text!r}; the reasons are: {', '.join(REASONS)}")
+    return text
 
 
 def _moment(value: Any, *, now: datetime, name: str) -> datetime | None:
@@ -127,7 +136,7 @@ class Filter:
             tasks=_strings(values.get("task"), "task"),
             error_types=_strings(values.get("error_type"), "error_type"),
             match=match or None,
-            reasons=_strings(values.get("reason"), "reason"),
+            reasons=tuple(map(check_reason, _strings(values.get("reason"), "reason"))),
             ids=_strings(values.get("id"), "id"),
             failed_before=_moment(values.get("older_than"), now=now, name="older_than"),
             failed_after=_moment(values.get("newer_than"), now=now, name="newer_than"),
@@ -153,7 +162,7 @@ class Filter:
             return False
         if self.error_types and not self._error_type_matches(letter):
             return False
-        if self.reasons and (letter.reason or "unknown") not in self.reasons:
+        if self.reasons and (letter.reason or UNKNOWN_REASON) not in self.reasons:
             return False
         if self.ids and not any(letter.id.startswith(p) for p in self.ids):
             return False

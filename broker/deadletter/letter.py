@@ -33,6 +33,12 @@ BROKER_REASONS = {
     "maxlen": "maxlen",
 }
 
+#: The reason of a message nothing says anything about (another publisher's).
+UNKNOWN_REASON = "unknown"
+
+#: Every reason a dead letter can be listed under: the worker's, RabbitMQ's, unknown.
+REASONS = tuple(dict.fromkeys((*retry.REASONS, *BROKER_REASONS.values(), UNKNOWN_REASON)))
+
 #: Headers that describe one death; a replayed copy starts without them.
 DEATH_HEADERS = (
     message.REASON,
@@ -47,6 +53,11 @@ DEATH_HEADERS = (
 )
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+#: A body nested deeper than this is not shown as JSON. Python's JSON reader recurses
+#: (a 100,000-level body raises RecursionError, though RabbitMQ and the worker take it
+#: in their stride), and pretty-printed output grows with the square of the depth.
+MAX_SHOWN_DEPTH = 100
 
 #: Each entry of ``leveret-previous-errors`` is cut to this many characters, so that
 #: twenty of them still fit in one AMQP header frame beside a traceback.
@@ -151,7 +162,7 @@ class DeadLetter:
         """What broke, for grouping: the exception type, else the reason in brackets."""
         if self.error_type:
             return self.error_type
-        return f"({self.reason or 'unknown'})"
+        return f"({self.reason or UNKNOWN_REASON})"
 
     def describe(self) -> str:
         """``ErrorType: message``, the way retries record the last error."""
@@ -163,11 +174,25 @@ class DeadLetter:
         return self.reason or "unknown: no error recorded"
 
     def payload(self) -> Any:
-        """The body as JSON, or None when it is not JSON."""
+        """The body as JSON, or None when it cannot be shown as JSON (see ``read_payload``)."""
+        return self.read_payload()[0]
+
+    def read_payload(self) -> tuple[Any, str | None]:
+        """The body as JSON and None, or None and why it is not shown as JSON.
+
+        Never raises: any message can be dead-lettered, so any message must be showable.
+        """
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
-            return None
+            value = json.loads(self.body)
+        except UnicodeDecodeError:
+            return None, "not UTF-8"
+        except ValueError:
+            return None, "not JSON"
+        except RecursionError:
+            return None, f"nested too deeply (over {MAX_SHOWN_DEPTH} levels)"
+        if _nested_deeper_than(value, MAX_SHOWN_DEPTH):
+            return None, f"nested too deeply (over {MAX_SHOWN_DEPTH} levels)"
+        return value, None
 
     def summary(self) -> dict[str, Any]:
         """The fields of a listing, as JSON-ready values."""
@@ -264,6 +289,23 @@ def _last_death(headers: Mapping[str, Any]) -> Mapping[str, Any] | None:
             "queue": headers.get("x-first-death-queue"),
         }
     return None
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels (without recursing)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: list[Any] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children)
+    return False
 
 
 def _body_id(body: bytes) -> str:

@@ -170,3 +170,68 @@ async def test_bad_input_gives_clear_errors(filled: tuple[App, list[str]]) -> No
     code, _, err = run(app, "replay", "-q", "jobs", "--rate", "fast")
     assert code == 2
     assert "not a rate" in err
+
+
+async def test_show_falls_back_to_the_raw_body_when_json_is_nested_too_deeply(
+    make_app: Callable[..., App],
+) -> None:
+    app = make_app()
+    app.queue("jobs")
+    await app.declare()
+    body = b"[" * 100_000 + b"]" * 100_000
+    props = dead_letter(task="jobs.deep", task_id="deep-1", reason="invalid-payload")
+    await fill(app.settings.url, app.producer.names.dead_queue("jobs"), [(body, props)])
+
+    code, out, err = run(app, "show", "deep-1", "-q", "jobs")
+    assert code == 0, err[-2000:]
+    assert "body not shown as JSON: nested too deeply" in out
+    assert "raw, first 2,000 of 200,000 bytes" in out
+    assert "Traceback" in out
+    assert len(out) < 20_000
+
+    code, out, err = run(app, "show", "deep-1", "-q", "jobs", "--json")
+    assert code == 0, err[-2000:]
+    shown = json.loads(out)
+    assert shown["payload"] is None
+    assert shown["payload_error"].startswith("nested too deeply")
+    assert len(out) < 2 * len(body)  # the body whole, base64: no pretty-printing of it
+
+    for listing in (["list"], ["summary"], ["export", "-"]):
+        code, _, err = run(app, *listing, "-q", "jobs")
+        assert code == 0, err[-2000:]
+
+
+async def test_a_misspelt_reason_is_refused_and_a_filter_matching_nothing_says_so(
+    filled: tuple[App, list[str]],
+) -> None:
+    app, ids = filled
+    names = app.producer.names
+    for action in (["replay"], ["purge", "--yes"], ["list"]):
+        code, _, err = run(app, *action, "-q", "jobs", "--reason", "bogus")
+        assert code == 2, err
+        assert err.strip().splitlines() == [
+            "error: unknown reason 'bogus'; the reasons are: exhausted, permanent, "
+            "invalid-payload, malformed, unknown-task, misrouted, oversize, delivery-limit, "
+            "rejected, "
+            "expired, maxlen, unknown"
+        ]
+    assert await queue_size(app.settings.url, names.dead_queue("jobs")) == 5
+
+    for action, nothing in (
+        (["replay"], "nothing replayed"),
+        (["replay", "--dry-run"], "nothing to replay"),
+        (["purge", "--yes"], "nothing purged"),
+        (["purge"], "nothing to purge"),
+    ):
+        code, _, err = run(app, *action, "-q", "jobs", "--reason", "permanent")
+        assert code == 0, err
+        assert (
+            "0 matched: none of the 5 dead letters in jobs matches reason permanent; " + nothing
+        ) in err
+    code, _, err = run(app, "purge", "-q", "jobs", "--task", "jbos.*", "--yes")
+    assert "0 matched: none of the 5 dead letters in jobs matches task jbos.*" in err
+    assert sorted(await ids_in(app.settings.url, names.dead_queue("jobs"))) == sorted(ids)
+
+    code, _, err = run(app, "purge", "-q", "jobs", "--reason", "unknown", "--yes")
+    assert code == 0, err
+    assert "purged 1 dead letter" in err

@@ -155,6 +155,8 @@ def line(**overrides: Any) -> str:
         (line(headers={"h": {"$weird": 1}}), "tagged value"),
         (line(headers={"h": {"$decimal": "x"}}), r"bad \$decimal"),
         (line(headers={"h": {"$bytes": 1}}), "must hold a string"),
+        (line(headers={"h": "@"}).replace('"@"', "[" * 100_000 + "]" * 100_000), "too deeply"),
+        (line(headers={"h": "@"}).replace('"@"', "[" * 900 + "]" * 900), "too deeply"),
     ],
 )
 def test_bad_lines_say_what_is_wrong(text: str, complaint: str) -> None:

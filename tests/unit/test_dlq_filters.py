@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pamqp.commands import Basic
 
-from broker import message
+from broker import message, retry
 from broker.deadletter import DeadLetter, Filter, parse_age
+from broker.deadletter.letter import REASONS
 from broker.errors import ConfigError
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -112,6 +115,27 @@ def test_reasons_and_id_prefixes() -> None:
     assert Filter.of(id="abc").matches(letter())
     assert Filter.of(ids=["zzz", "abc123"]).matches(letter())
     assert not Filter.of(id="abd").matches(letter())
+
+
+def test_a_reason_that_does_not_exist_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown reason 'exhuasted'; the reasons are: exh"):
+        Filter.of(reason="exhuasted")
+    with pytest.raises(ConfigError, match="unknown reason 'Permanent'"):
+        Filter.of(reasons=["exhausted", "Permanent"])
+
+
+def test_every_reason_is_documented_and_every_documented_reason_exists() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "dead-letters.md").read_text()
+    table = docs.split("## What ends up there, and why", 1)[1].split("\n## ", 1)[0]
+    first_cells = [row.split("|")[1] for row in table.splitlines() if row.startswith("| `")][1:]
+    documented = {name for cell in first_cells for name in re.findall(r"`([a-z-]+)`", cell)}
+    assert documented == set(REASONS)
+    assert set(retry.REASONS) <= set(REASONS)
+
+
+def test_every_reason_constant_of_the_engine_is_in_its_list_of_reasons() -> None:
+    constants = {v for k, v in vars(retry).items() if k.isupper() and isinstance(v, str)}
+    assert constants == set(retry.REASONS)
 
 
 def test_ages_bound_when_it_died_and_unknown_times_never_match() -> None:

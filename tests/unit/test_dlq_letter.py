@@ -116,6 +116,19 @@ def test_foreign_messages_never_break_reading() -> None:
     assert weird.previous_errors == ["Bytes: x", "3"]
 
 
+def test_a_body_nested_too_deeply_is_read_but_not_shown_as_json() -> None:
+    deep = DeadLetter.parse("q", b"[" * 100_000 + b"]" * 100_000, Basic.Properties())
+    assert deep.read_payload() == (None, "nested too deeply (over 100 levels)")
+    assert deep.payload() is None
+    assert deep.summary()["queue"] == "q"
+    under = DeadLetter.parse("q", b'{"a": ' * 99 + b"1" + b"}" * 99, Basic.Properties())
+    assert under.read_payload()[1] is None
+    over = DeadLetter.parse("q", b"[" * 101 + b"]" * 101, Basic.Properties())
+    assert over.read_payload()[1] == "nested too deeply (over 100 levels)"
+    assert DeadLetter.parse("q", b"\xff", Basic.Properties()).read_payload()[1] == "not UTF-8"
+    assert DeadLetter.parse("q", b"{no", Basic.Properties()).read_payload()[1] == "not JSON"
+
+
 def test_ids_of_messages_without_one_are_stable_digests() -> None:
     a = DeadLetter.parse("q", b"same", Basic.Properties())
     b = DeadLetter.parse("q", b"same", Basic.Properties())

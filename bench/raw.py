@@ -1,6 +1,6 @@
 """The reference: a minimal aio-pika program with the engine's guarantees.
 
-Publisher confirms on, ``mandatory``, persistent messages; the consumer acks each
+ConfirmPublisher confirms on, ``mandatory``, persistent messages; the consumer acks each
 message after its handler returned, with prefetch = concurrency; a failed task is
 republished (confirmed) to the same delay level the engine would use, then acked. It
 consumes the very queues the engine declares, so the broker does the same work for
@@ -75,7 +75,7 @@ async def work(url: str, queue: str, prefetch: int, namespace: str) -> None:
     confirms = await connection.channel(publisher_confirms=True)
     retry_exchange = await confirms.get_exchange(f"{namespace}.delay.0", ensure=False)
     logical = queue.rsplit(".", 1)[-1]
-    # The delay ladder's routing key: the delay's bits, then the queue (broker.delay).
+    # The delay ladder's routing key: the delay's bits, then the queue (leveret.delays).
     retry_key = ".".join(format(RETRY_UNITS, f"0{LEVELS}b")) + "." + logical
 
     async def on_message(msg: AbstractIncomingMessage) -> None:

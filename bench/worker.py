@@ -16,8 +16,9 @@ import os
 import signal
 from typing import Any
 
+from leveret import Worker
+
 from bench.apps import app
-from broker import Worker
 
 #: Where Sentry sends envelopes in the bench: a port nothing listens on, on this host.
 SENTRY_DSN = "http://bench@127.0.0.1:9/1"
@@ -28,9 +29,9 @@ SENTRY_TRACES = 0.01
 def observability() -> str | None:
     """Why metrics, JSON logs and Sentry cannot be switched on here, or None if they can."""
     needs = {
-        "broker.metrics": ("Metrics",),
-        "broker.logs": ("configure", "TaskLog"),
-        "broker.sentry": ("setup", "SentryMiddleware"),
+        "leveret.ops.metrics": ("Metrics",),
+        "leveret.ops.logs": ("configure", "TaskLog"),
+        "leveret.ops.sentry": ("setup", "SentryMiddleware"),
     }
     for name, attributes in needs.items():
         try:
@@ -45,9 +46,9 @@ def observability() -> str | None:
 
 def observe(worker: Worker) -> None:
     """Switch on what a production worker runs with, as ``leveret worker`` does."""
-    logs: Any = importlib.import_module("broker.logs")
-    metrics: Any = importlib.import_module("broker.metrics")
-    sentry: Any = importlib.import_module("broker.sentry")
+    logs: Any = importlib.import_module("leveret.ops.logs")
+    metrics: Any = importlib.import_module("leveret.ops.metrics")
+    sentry: Any = importlib.import_module("leveret.ops.sentry")
     logs.configure("INFO", "json")
     traces = float(os.environ.get("BENCH_SENTRY_TRACES", SENTRY_TRACES))
     if sentry.setup(SENTRY_DSN, traces_sample_rate=traces):

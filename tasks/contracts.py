@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from leveret import Task
 from pydantic import BaseModel, Field
-
-from broker import Task
 
 
 class LineItem(BaseModel):

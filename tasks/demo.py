@@ -2,7 +2,7 @@
 
     python -m tasks.demo [--tasks 3000] [--workers 2]
 
-It finds RabbitMQ as ``broker.locate`` describes, works under a namespace of its own,
+It finds RabbitMQ as ``leveret.ops.discovery`` describes, works under a namespace of its own,
 and removes everything it declared when it ends.
 """
 
@@ -24,14 +24,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import aio_pika
+from leveret import App, BrokerUnavailable
+from leveret.amqp.connection import mask_url
+from leveret.amqp.topology import Topology
+from leveret.ops.discovery import find_broker
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from broker import App, BrokerUnavailable
-from broker.connection import mask_url
-from broker.locate import find_broker
-from broker.topology import Topology
 from tasks.contracts import ALL, LineItem, Receipt, Thumbnail, make_thumbnail, send_receipt
 
 console = Console()
@@ -63,7 +63,7 @@ def start_workers(
             [
                 sys.executable,
                 "-m",
-                "broker",
+                "leveret",
                 "--log-level",
                 "WARNING",
                 "worker",

@@ -10,7 +10,8 @@ import asyncio
 import os
 import time
 
-from broker import App, RetryPolicy, TaskContext
+from leveret import App, RetryPolicy, TaskContext
+
 from tasks.contracts import Receipt, Thumbnail, make_thumbnail, send_receipt
 
 app = App(app_id="demo")

@@ -13,10 +13,10 @@ from typing import Any
 
 import aio_pika
 import pytest
+from leveret import App, Settings
+from leveret.amqp.topology import Topology
+from leveret.ops.discovery import Found, find_broker
 
-from broker import App, Settings
-from broker.locate import Found, find_broker
-from broker.topology import Topology
 from tests.helpers import Output
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +82,7 @@ def spawn_worker(amqp_url: str, namespace: str) -> Iterator[Callable[..., subpro
             **(env or {}),
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "broker", "worker", app, *args],
+            [sys.executable, "-m", "leveret", "worker", app, *args],
             env=full_env,
             cwd=ROOT,
             stdout=subprocess.PIPE,

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiormq
+from leveret import message
+from leveret.deadletter.browse import browse
+from leveret.deadletter.codec import ExactProperties
 from pamqp.commands import Basic
 
-from broker import message
-from broker.deadletter.browse import browse
-from broker.deadletter.codec import ExactProperties
 from tests.conftest import ROOT
 
 
@@ -129,7 +129,7 @@ def cli(
         "COLUMNS": "200",
     }
     return subprocess.run(
-        [sys.executable, "-m", "broker", *args],
+        [sys.executable, "-m", "leveret", *args],
         env=env,
         cwd=ROOT,
         input=stdin,
@@ -148,7 +148,7 @@ def popen_cli(url: str, namespace: str, *args: str) -> subprocess.Popen[bytes]:
         "PYTHONPATH": str(ROOT),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "broker", *args],
+        [sys.executable, "-m", "leveret", *args],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 import aio_pika
-
-from broker import App, Worker
+from leveret import App, Worker
 
 
 async def wait_for(
@@ -47,7 +46,7 @@ async def dead_letters(app: App, queue: str, count: int) -> list[aio_pika.Incomi
     """Take ``count`` messages off a queue's dead-letter queue (waiting for them)."""
     connection = await app.connector.get()
     channel = await connection.channel()
-    dlq = await channel.declare_queue(app.producer.names.dead_queue(queue), passive=True)
+    dlq = await channel.declare_queue(app.sender.names.dead_queue(queue), passive=True)
     found: list[aio_pika.IncomingMessage] = []
     async with dlq.iterator() as messages:
         async for msg in messages:

@@ -11,9 +11,8 @@ import logging
 import os
 import time
 
+from leveret import App, Permanent, RetryPolicy, Task, TaskContext
 from pydantic import BaseModel
-
-from broker import App, Permanent, RetryPolicy, Task, TaskContext
 
 app = App(app_id="ops-tests")
 

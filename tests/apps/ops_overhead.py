@@ -20,13 +20,13 @@ import uuid
 from collections.abc import Callable
 
 import sentry_sdk
+from leveret import App, Middleware, Worker
+from leveret.ops.discovery import find_broker
+from leveret.ops.logs import TaskLog, configure
+from leveret.ops.metrics import Metrics
+from leveret.ops.sentry import SentryMiddleware
 from pydantic import BaseModel
 
-from broker import App, Middleware, Worker
-from broker.locate import find_broker
-from broker.logs import TaskLog, configure
-from broker.metrics import Metrics
-from broker.sentry import SentryMiddleware
 from tests.conftest import delete_namespace
 
 
@@ -96,7 +96,7 @@ async def drain(url: str, setup: str, tasks: int) -> tuple[float, float]:
 
 def hook_costs(repeat: int = 20000) -> None:
     """Microseconds per task of each middleware's before_task + after_task."""
-    from broker import Outcome, TaskContext, message
+    from leveret import Outcome, TaskContext, message
 
     def per_task(middleware: list[Middleware], headers: dict[str, object]) -> float:
         started = time.perf_counter()
@@ -141,7 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     devnull = open(os.devnull, "w")  # noqa: SIM115 - for the whole run
     configure("INFO", "json", devnull)  # log events are formatted and written, to nowhere
-    logging.getLogger("leveret.worker").setLevel(logging.WARNING)
+    logging.getLogger("leveret.delivery").setLevel(logging.WARNING)
     hook_costs()
     if args.hooks_only:
         return

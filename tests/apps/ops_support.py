@@ -7,8 +7,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from broker.health import probe
-from broker.locate import free_port
+from leveret.ops.discovery import free_port
+from leveret.ops.health import probe
+
 from tests.helpers import Output
 
 __all__ = ["Output", "events", "free_port", "ledger", "metric", "scrape", "status", "wait_status"]

@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 import time
 
+from leveret import App, Task, TaskContext
 from pydantic import BaseModel
-
-from broker import App, Task, TaskContext
 
 
 class Dose(BaseModel):

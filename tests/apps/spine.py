@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 
+from leveret import App, Task, TaskContext
 from pydantic import BaseModel
-
-from broker import App, Task, TaskContext
 
 
 class Job(BaseModel):

@@ -114,7 +114,7 @@ def optional_module(name: str) -> ModuleType | None:
 
 def worker_metrics() -> dict[str, Metric]:
     """The metric families the worker exports: broker/metrics.py's, else the documented."""
-    module = optional_module("broker.metrics")
+    module = optional_module("leveret.ops.metrics")
     if module is None:
         return {m.name: m for m in DOCUMENTED_METRICS}
     found = _metrics_of(module)
@@ -159,7 +159,7 @@ def _metrics_of(module: ModuleType) -> dict[str, Metric]:
         instance = value(registry=registry)
         install = getattr(instance, "install", None)
         if callable(install):  # scrape-time collectors register when installed on an app
-            from broker import App
+            from leveret import App
 
             install(App())
         for attr in vars(instance).values():
@@ -187,7 +187,7 @@ def console_scripts() -> dict[str, str]:
 
 
 def cli_parser() -> argparse.ArgumentParser:
-    from broker.cli import parser
+    from leveret.cli import parser
 
     return parser()
 
@@ -243,8 +243,8 @@ def parse_command(argv: list[str]) -> argparse.Namespace | None:
 
 
 def health_paths() -> tuple[str, ...]:
-    """The health server's paths: literals in broker/health.py once it exists."""
-    path = ROOT / "broker" / "health.py"
+    """The health server's paths: literals in broker/leveret/ops/health.py once it exists."""
+    path = ROOT / "broker" / "leveret" / "ops" / "health.py"
     if not path.exists():
         return HEALTH_PATHS
     literals = {

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from broker.cli.common import load_app
-from broker.topology import Names
+from leveret.amqp.topology import Names
+from leveret.cli.common import load_app
+
 from tests.deploy.support import (
     Doc,
     environment,

@@ -190,7 +190,7 @@ def test_environment_and_healthcheck_match_the_worker() -> None:
     env = env_of(runtime)
     assert env["PYTHONPATH"] == "/app"
     assert (["tasks/"], "/app/tasks/") in copies(runtime)
-    from broker.cli.common import load_app
+    from leveret.cli.common import load_app
 
     load_app(env["LEVERET_APP"])
     docs = overlay("prod")
@@ -257,7 +257,7 @@ def test_wheel_from_the_context_runs_the_app_as_the_image_would(tmp_path: Path) 
         timeout=120,
     )
     entry_points = next(venv.glob("leveret-*.dist-info/entry_points.txt")).read_text()
-    assert re.search(r"^leveret = broker\.cli:main$", entry_points, re.M)
+    assert re.search(r"^leveret = leveret\.cli:main$", entry_points, re.M)
     assert not (venv / "tasks").exists(), "tasks are copied to /app, not packaged"
 
     env = {"PYTHONPATH": f"{venv}:{app_dir}", "PATH": f"{venv / 'bin'}", "HOME": str(tmp_path)}
@@ -265,7 +265,7 @@ def test_wheel_from_the_context_runs_the_app_as_the_image_would(tmp_path: Path) 
         [
             sys.executable,
             "-c",
-            "import broker, tasks.handlers as h; print(broker.__file__, h.__file__)",
+            "import leveret, tasks.handlers as h; print(leveret.__file__, h.__file__)",
         ],
         env=env,
         cwd=tmp_path,

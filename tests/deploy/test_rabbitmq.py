@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from broker import Settings
-from broker.cli.common import load_app
-from broker.topology import Names, work_queue_arguments
+from leveret import Settings
+from leveret.amqp.topology import Names, work_queue_arguments
+from leveret.cli.common import load_app
+
 from tests.deploy.support import (
     Doc,
     config_map,

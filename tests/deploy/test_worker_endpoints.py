@@ -15,9 +15,9 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
+from leveret import Settings
+from leveret.ops.discovery import free_port
 
-from broker import Settings
-from broker.locate import free_port
 from tests.conftest import ROOT, delete_namespace
 from tests.deploy import contract
 from tests.deploy.support import K8S, config_map, render
@@ -47,7 +47,7 @@ def exported_families(text: str) -> dict[str, str]:
 
 def has_health_server() -> bool:
     return (
-        contract.optional_module("broker.health") is not None
+        contract.optional_module("leveret.ops.health") is not None
         and "health_port" in contract.worker_flags()
     )
 
@@ -89,7 +89,7 @@ async def test_worker_serves_probes_and_metrics_and_drains_on_sigterm(
             assert families.get(metric.name) == metric.type, metric.name
 
         if "check" in contract.subcommands(contract.cli_parser()):
-            check = [sys.executable, "-m", "broker", "check"]
+            check = [sys.executable, "-m", "leveret", "check"]
             probe_env = {"LEVERET_HEALTH_PORT": str(port), "PYTHONPATH": str(ROOT)}
             probe = await asyncio.create_subprocess_exec(*check, env=probe_env)
             assert await asyncio.wait_for(probe.wait(), timeout=30) == 0

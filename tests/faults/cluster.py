@@ -30,7 +30,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker.locate import free_port, port_open
+from leveret.ops.discovery import free_port, port_open
+
 from tests.faults.proxy import FaultProxy, Upstream
 
 SBIN = Path(

@@ -9,8 +9,8 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from leveret import App
 
-from broker import App
 from tests.dlq_support import dead_letter, fill, ids_in, popen_cli, queue_size
 
 COUNT = 2000
@@ -20,7 +20,7 @@ PREFETCH = 500  # DeadLetters' default window: the most one kill can duplicate
 async def replay_until_killed(app: App, work_threshold: int) -> bool:
     """Run ``dlq replay`` and SIGKILL it once the work queue holds ``work_threshold``
     messages; False if it finished first."""
-    names = app.producer.names
+    names = app.sender.names
     proc = popen_cli(
         app.settings.url, app.settings.namespace, "dlq", "replay", "-q", "jobs", "--task", "jobs.a"
     )
@@ -44,7 +44,7 @@ async def check_nothing_lost(
     app: App, wanted: set[str], kept: set[str]
 ) -> tuple[Counter[str], Counter[str]]:
     """Every replayable id is replayed or still dead; every other one still dead."""
-    names = app.producer.names
+    names = app.sender.names
     for _ in range(50):  # the broker gives back the killed channel's messages
         work = Counter(await ids_in(app.settings.url, names.work_queue("jobs")))
         dead = Counter(await ids_in(app.settings.url, names.dead_queue("jobs")))
@@ -61,7 +61,7 @@ async def test_sigkill_during_replay_loses_nothing(make_app: Callable[..., App])
     app = make_app()
     app.queue("jobs")
     await app.declare()
-    names = app.producer.names
+    names = app.sender.names
     letters = [
         (b'{"n": %d}' % i, dead_letter(task="jobs.a" if i % 2 == 0 else "jobs.b", queue="jobs"))
         for i in range(COUNT)

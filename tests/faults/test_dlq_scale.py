@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 
 import psutil
 import pytest
+from leveret import NO_RETRY, App, Outcome, Task, Worker, message
+from leveret.deadletter import DeadLetters
 from pamqp.commands import Basic
 from pydantic import BaseModel
 
-from broker import NO_RETRY, App, Outcome, Task, Worker, message
-from broker.deadletter import DeadLetters
 from tests.dlq_support import dead_letter, fast_traceback, fill, popen_cli, queue_size
 from tests.helpers import running, wait_for
 
@@ -55,7 +55,7 @@ async def test_filtered_replay_of_many_stays_small_and_ends(make_app: Callable[.
         raise RuntimeError("still broken")  # straight back to the dead letters
 
     await app.declare()
-    url, names = app.settings.url, app.producer.names
+    url, names = app.settings.url, app.sender.names
     started = time.monotonic()
     await fill(url, names.dead_queue("jobs"), letters(COUNT))
     filled = time.monotonic() - started
@@ -123,7 +123,7 @@ async def test_operation_rates(make_app: Callable[..., App]) -> None:
     app = make_app()
     app.queue("jobs")
     await app.declare()
-    url, names = app.settings.url, app.producer.names
+    url, names = app.settings.url, app.sender.names
     size = 10_000
     rows = []
     async with DeadLetters(app) as dead:

@@ -9,9 +9,9 @@ from typing import Any
 
 import aio_pika
 import pytest
+from leveret import NotConfirmed
+from leveret.ops.metrics import Metrics
 
-from broker import NotConfirmed
-from broker.metrics import Metrics
 from tests.apps.faults_app import QUEUE, job
 from tests.faults.conftest import SingleNode
 from tests.faults.proxy import CHANNEL_CLOSE, FaultProxy, Upstream
@@ -206,7 +206,7 @@ async def test_task_longer_than_consumer_timeout(node: SingleNode, make_scenario
     assert verdict.lost == [], verdict
     assert set(dead) == s.ledger.confirmed
     for letter in dead.values():
-        assert letter.headers["leveret-error-type"] == "broker.errors.TaskTimeout", letter.headers
+        assert letter.headers["leveret-error-type"] == "leveret.errors.TaskTimeout", letter.headers
     runs = s.ledger.runs_by_task()
     assert all(len(r) == 1 for r in runs.values()), "a task ran twice"
     assert "PRECONDITION_FAILED" not in log, log[-3000:]

@@ -1,6 +1,6 @@
 """The network between clients and the node misbehaves: resets, and a black hole.
 
-Producer (this process) and workers (subprocesses) reach the node only through a
+TaskSender (this process) and workers (subprocesses) reach the node only through a
 ``FaultProxy``; the test inspects the broker directly.
 """
 
@@ -33,7 +33,7 @@ def retried_after(caplog: pytest.LogCaptureFixture) -> Counter[str]:
     found = (
         re.search(r"failed \((\w+):", r.getMessage())
         for r in caplog.records
-        if r.name == "leveret.publisher"
+        if r.name == "leveret.amqp.publish"
     )
     return Counter(m.group(1) for m in found if m)
 

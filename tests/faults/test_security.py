@@ -18,11 +18,11 @@ from pathlib import Path
 import aio_pika
 import aiormq
 import pytest
+from leveret import App, BrokerUnavailable, NotConfirmed, PayloadTooLarge, Settings
+from leveret.amqp.topology import Names
+from leveret.ops.discovery import free_port
 from pydantic import ValidationError
 
-from broker import App, BrokerUnavailable, NotConfirmed, PayloadTooLarge, Settings
-from broker.locate import free_port
-from broker.topology import Names
 from tests.apps.faults_app import QUEUE, Job, job
 from tests.faults.conftest import SingleNode
 from tests.faults.proxy import FaultProxy, Upstream
@@ -161,11 +161,11 @@ async def _ignore(_: object) -> None:
 
 def replay_command(app: str, queue: str, rate: int | None = None) -> list[str]:
     """The dead-letter replay command line (one place to adapt if its flags change)."""
-    command = [sys.executable, "-m", "broker", "dlq", "replay", "--app", app, "--queue", queue]
+    command = [sys.executable, "-m", "leveret", "dlq", "replay", "--app", app, "--queue", queue]
     return command if rate is None else [*command, "--rate", f"{rate}/s"]
 
 
-NO_REPLAY = importlib.util.find_spec("broker.deadletter") is None
+NO_REPLAY = importlib.util.find_spec("leveret.deadletter") is None
 NO_REPLAY_REASON = "broker/deadletter.py (leveret dlq replay) is not part of this build yet"
 
 
@@ -187,7 +187,7 @@ def test_replay_needs_a_user_allowed_to(node: SingleNode, users: dict[str, str])
         "PYTHONPATH": str(ROOT),
     }
     declared = subprocess.run(
-        [sys.executable, "-m", "broker", "declare", "tests.apps.faults_app:app"],
+        [sys.executable, "-m", "leveret", "declare", "tests.apps.faults_app:app"],
         env={**os.environ, **env, "LEVERET_URL": node.url},
         capture_output=True,
         text=True,
@@ -286,7 +286,7 @@ async def test_credentials_never_in_logs_or_exceptions(
     for text in said:
         assert SECRET not in text, text
     assert SECRET not in worker_output, worker_output[-3000:]
-    if importlib.util.find_spec("broker.metrics") is not None:
+    if importlib.util.find_spec("leveret.ops.metrics") is not None:
         from prometheus_client import REGISTRY
 
         for metric in REGISTRY.collect():

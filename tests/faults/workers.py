@@ -1,6 +1,6 @@
 """Worker processes for fault scenarios: started, signalled, respawned like a Deployment.
 
-Each worker is ``python -m broker worker tests.apps.faults_app:app`` with its own log
+Each worker is ``python -m leveret worker tests.apps.faults_app:app`` with its own log
 file (a pipe nobody reads would block it). ``supervise`` keeps a number of them
 alive, as Kubernetes would after a crash, until ``close``.
 """
@@ -67,7 +67,7 @@ class Workers:
             [
                 sys.executable,
                 "-m",
-                "broker",
+                "leveret",
                 "--log-level",
                 log_level,
                 "worker",

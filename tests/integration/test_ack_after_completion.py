@@ -6,7 +6,8 @@ import asyncio
 import signal
 from pathlib import Path
 
-from broker import App
+from leveret import App
+
 from tests.apps.spine import Job, job
 from tests.helpers import wait_for
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import aio_pika
+from leveret import App, Task, Worker
+from leveret import message as wire
 from pydantic import BaseModel, Field
 
-from broker import App, Task, Worker
-from broker import message as wire
 from tests.helpers import dead_letters, running, wait_for
 
 
@@ -36,7 +36,7 @@ async def test_each_kind_of_bad_message_is_dead_lettered_with_its_reason(  # typ
     async with running(Worker(app, concurrency=2)):
         connection = await app.connector.get()
         channel = await connection.channel()
-        exchange = await channel.get_exchange(app.producer.names.tasks_exchange)
+        exchange = await channel.get_exchange(app.sender.names.tasks_exchange)
         for i, (label, (body, task_name)) in enumerate(bad.items()):
             await app.send(greet, Greeting(name=f"before-{i}"))
             await exchange.publish(
@@ -63,7 +63,7 @@ async def test_each_kind_of_bad_message_is_dead_lettered_with_its_reason(  # typ
 
 
 async def test_foreign_header_values_survive_a_dead_letter_unchanged(make_app) -> None:  # type: ignore[no-untyped-def]
-    from broker.amqp_table import ExactProperties
+    from leveret.amqp.table import ExactProperties
 
     app: App = make_app()
     greet = Task("greet", Greeting, queue="foreign")
@@ -74,7 +74,7 @@ async def test_foreign_header_values_survive_a_dead_letter_unchanged(make_app) -
         raw = await (await connection.channel()).get_underlay_channel()
         await raw.basic_publish(
             b'{"name": ""}',
-            exchange=app.producer.names.tasks_exchange,
+            exchange=app.sender.names.tasks_exchange,
             routing_key="foreign",
             properties=ExactProperties(
                 message_type="greet",

@@ -8,9 +8,8 @@ from typing import Any
 
 import aiormq
 import pytest
+from leveret import App, Task, Unroutable
 from pydantic import BaseModel
-
-from broker import App, Task, Unroutable
 
 
 class Ping(BaseModel):
@@ -35,7 +34,7 @@ async def queue_depth(app: App, queue: str) -> int:
     connection = await app.connector.get()
     channel = await connection.channel()
     try:
-        declared = await channel.declare_queue(app.producer.names.work_queue(queue), passive=True)
+        declared = await channel.declare_queue(app.sender.names.work_queue(queue), passive=True)
         assert declared.declaration_result.message_count is not None
         return declared.declaration_result.message_count
     finally:

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from leveret import App
+from leveret.deadletter.codec import ExactProperties
 
-from broker import App
-from broker.deadletter.codec import ExactProperties
 from tests.dlq_support import cli, dead_letter, fill, ids_in, queue_size
 
 #: The app ``--app tests.integration.test_dlq_cli:cli_app`` loads (namespace from env).
@@ -34,7 +34,7 @@ async def filled(make_app: Callable[..., App]) -> tuple[App, list[str]]:
         (b'{"image": 2}', dead_letter(task="jobs.thumb", error=KeyError("width"))),
         (b"\x00garbage", ExactProperties(message_id="foreign-1")),
     ]
-    await fill(app.settings.url, app.producer.names.dead_queue("jobs"), letters)
+    await fill(app.settings.url, app.sender.names.dead_queue("jobs"), letters)
     ids = [str(props.message_id) for _, props in letters]
     return app, ids
 
@@ -100,7 +100,7 @@ async def test_list_summary_and_show(filled: tuple[App, list[str]]) -> None:
 
 async def test_replay_and_purge(filled: tuple[App, list[str]]) -> None:
     app, ids = filled
-    names = app.producer.names
+    names = app.sender.names
     code, _, err = run(app, "replay", "-q", "jobs", "--task", "jobs.mail", "--dry-run")
     assert code == 0, err
     assert "would replay 2 of 5 dead letters" in err
@@ -137,7 +137,7 @@ async def test_export_and_import(filled: tuple[App, list[str]], tmp_path: Path) 
     assert len(out.splitlines()) == 2
     code, _, err = run(app, "import", "-", "-q", "jobs", stdin=out)
     assert code == 0, err
-    assert sorted(await ids_in(app.settings.url, app.producer.names.dead_queue("jobs"))) == sorted(
+    assert sorted(await ids_in(app.settings.url, app.sender.names.dead_queue("jobs"))) == sorted(
         ids + ids[2:4]
     )
 
@@ -146,7 +146,7 @@ async def test_export_and_import(filled: tuple[App, list[str]], tmp_path: Path) 
     code, _, err = run(app, "import", str(broken))
     assert code == 2
     assert "line 2: not JSON" in err
-    assert await queue_size(app.settings.url, app.producer.names.dead_queue("jobs")) == 7
+    assert await queue_size(app.settings.url, app.sender.names.dead_queue("jobs")) == 7
 
 
 async def test_bad_input_gives_clear_errors(filled: tuple[App, list[str]]) -> None:
@@ -180,7 +180,7 @@ async def test_show_falls_back_to_the_raw_body_when_json_is_nested_too_deeply(
     await app.declare()
     body = b"[" * 100_000 + b"]" * 100_000
     props = dead_letter(task="jobs.deep", task_id="deep-1", reason="invalid-payload")
-    await fill(app.settings.url, app.producer.names.dead_queue("jobs"), [(body, props)])
+    await fill(app.settings.url, app.sender.names.dead_queue("jobs"), [(body, props)])
 
     code, out, err = run(app, "show", "deep-1", "-q", "jobs")
     assert code == 0, err[-2000:]
@@ -205,7 +205,7 @@ async def test_a_misspelt_reason_is_refused_and_a_filter_matching_nothing_says_s
     filled: tuple[App, list[str]],
 ) -> None:
     app, ids = filled
-    names = app.producer.names
+    names = app.sender.names
     for action in (["replay"], ["purge", "--yes"], ["list"]):
         code, _, err = run(app, *action, "-q", "jobs", "--reason", "bogus")
         assert code == 2, err

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from leveret import App, Outcome, Permanent, RetryPolicy, Task, TaskContext, Worker, message
+from leveret.deadletter import DeadLetters
+from leveret.deadletter.codec import ExactProperties
+from leveret.errors import ConfigError, QueueNotFound
 from pydantic import BaseModel
 
-from broker import App, Outcome, Permanent, RetryPolicy, Task, TaskContext, Worker, message
-from broker.deadletter import DeadLetters
-from broker.deadletter.codec import ExactProperties
-from broker.errors import ConfigError, QueueNotFound
 from tests.conftest import delete_namespace
 from tests.dlq_support import dead_letter, fill, ids_in, peek, queue_size
 from tests.helpers import running, wait_for
@@ -100,7 +100,7 @@ async def test_list_summary_and_find_read_worker_dead_letters(make_app) -> None:
 async def test_replay_sends_matches_back_and_keeps_the_rest(make_app) -> None:  # type: ignore[no-untyped-def]
     app = failing_app(make_app)
     ids = await produce_dead_letters(app, 6)
-    names = app.producer.names
+    names = app.sender.names
     async with DeadLetters(app) as dead:
         smtp_ids = {letter.id for letter in await dead.letters({"error_type": "SmtpDown"})}
         dry = await dead.replay({"error_type": "SmtpDown"}, dry_run=True)
@@ -150,7 +150,7 @@ async def test_limit_rate_and_another_target_queue(make_app) -> None:  # type: i
     app.queue("elsewhere")
     await app.declare()
     await produce_dead_letters(app, 6)
-    names = app.producer.names
+    names = app.sender.names
     async with DeadLetters(app) as dead:
         started = asyncio.get_running_loop().time()
         report = await dead.replay({"queue": "jobs"}, limit=2, rate=20, to="elsewhere")
@@ -187,7 +187,7 @@ async def test_export_and_import_are_lossless(make_app, tmp_path: Path) -> None:
     app = make_app()
     app.queue("jobs")
     await app.declare()
-    url, names = app.settings.url, app.producer.names
+    url, names = app.settings.url, app.sender.names
     exotic = {
         "bytes": b"\x00\xff\x10",
         "decimal": Decimal("-12.3450"),
@@ -269,7 +269,7 @@ async def test_foreign_messages_are_listed_exported_and_replayed(make_app, tmp_p
         ),
         (b"{}", ExactProperties(message_id="f3", message_type="x", headers={"blob": b"\xff"})),
     ]
-    await fill(app.settings.url, app.producer.names.dead_queue("jobs"), odd)
+    await fill(app.settings.url, app.sender.names.dead_queue("jobs"), odd)
     async with DeadLetters(app) as dead:
         letters = await dead.letters()
         assert len(letters) == 3
@@ -279,7 +279,7 @@ async def test_foreign_messages_are_listed_exported_and_replayed(make_app, tmp_p
         assert await dead.export_to(tmp_path / "odd.jsonl") == 3
         report = await dead.replay()
         assert report.moved == 3
-    ids = await ids_in(app.settings.url, app.producer.names.work_queue("jobs"))
+    ids = await ids_in(app.settings.url, app.sender.names.work_queue("jobs"))
     assert {"f1", "f3"} <= set(ids)
     assert len(ids) == 3
 
@@ -290,7 +290,7 @@ async def test_delivery_limit_dead_letters_from_a_quorum_queue(make_app) -> None
     app = make_app()
     app.queue("qq", type="quorum", delivery_limit=1)
     await app.declare()
-    names = app.producer.names
+    names = app.sender.names
     task_id = await app.send_by_name("jobs.crashy", {"n": 1}, queue="qq")
     connection = await aiormq.connect(app.settings.url)
     try:
@@ -335,7 +335,7 @@ async def test_missing_queues_and_unknown_filters_are_clear_errors(make_app) -> 
     await app.declare()
     await fill(
         app.settings.url,
-        app.producer.names.dead_queue("jobs"),
+        app.sender.names.dead_queue("jobs"),
         [(b"{}", dead_letter(queue="jobs"))],
     )
     async with DeadLetters(app) as dead:
@@ -362,7 +362,7 @@ async def test_dead_letters_arriving_during_a_replay_are_left_for_later(make_app
         raise SmtpDown("still down")
 
     await app.declare()
-    names = app.producer.names
+    names = app.sender.names
     await fill(
         app.settings.url,
         names.dead_queue("jobs"),

@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 import pytest
+from leveret import App, ConfigError, RetryPolicy, Task, TaskContext, Worker
+from leveret import message as wire
+from leveret.amqp.table import ExactProperties
 from pydantic import BaseModel
 
-from broker import App, ConfigError, RetryPolicy, Task, TaskContext, Worker
-from broker import message as wire
-from broker.amqp_table import ExactProperties
 from tests.helpers import dead_letters, running, wait_for
 
 
@@ -34,7 +34,7 @@ async def publish_raw(
     try:
         await channel.basic_publish(
             body,
-            exchange=app.producer.names.tasks_exchange,
+            exchange=app.sender.names.tasks_exchange,
             routing_key=queue,
             properties=ExactProperties(message_type=task, message_id=message_id, **properties),
             mandatory=True,
@@ -104,7 +104,7 @@ async def test_an_attempt_header_out_of_range_is_malformed_never_extra_runs(  # 
         [dead] = await dead_letters(app, "counted", 1)
     assert runs == [], "a malformed attempt header never runs the task"
     assert dead.headers[wire.REASON] == "malformed"
-    assert dead.headers[wire.ERROR_TYPE] == "broker.errors.MalformedMessage"
+    assert dead.headers[wire.ERROR_TYPE] == "leveret.errors.MalformedMessage"
     assert wire.ATTEMPT in str(dead.headers[wire.ERROR_MESSAGE])
 
 

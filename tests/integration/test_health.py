@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
+from leveret import App, Worker
+from leveret.ops.health import HealthServer, probe, worker_routes
+from leveret.ops.metrics import Metrics
 from pydantic import BaseModel
 
-from broker import App, Worker
-from broker.health import HealthServer, probe, worker_routes
-from broker.metrics import Metrics
 from tests.apps.ops_app import Sleep, block
 from tests.apps.ops_support import Output, events, free_port, wait_status
 from tests.helpers import running, wait_for
@@ -31,7 +31,7 @@ async def check(port: int, *args: str) -> int:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "broker",
+        "leveret",
         "check",
         "--port",
         str(port),
@@ -96,7 +96,7 @@ async def test_consumer_cancelled_by_the_broker_is_resubscribed(
             untouched = worker.consumers["other"]
             channel = await connection.channel()
             raw = await channel.get_underlay_channel()
-            await raw.queue_delete(app.producer.names.work_queue("health"))
+            await raw.queue_delete(app.sender.names.work_queue("health"))
 
             await wait_for(lambda: not worker.ready)
             code, body = await probe("127.0.0.1", server.port, "/readyz")

@@ -7,10 +7,10 @@ from collections import Counter
 from typing import Any
 
 import aio_pika
+from leveret import App, Middleware, Outcome, RetryPolicy, TaskContext, Worker
+from leveret import message as wire
 from pydantic import BaseModel
 
-from broker import App, Middleware, Outcome, RetryPolicy, TaskContext, Worker
-from broker import message as wire
 from tests.helpers import running, wait_for
 
 TASKS = 2000
@@ -70,7 +70,7 @@ async def test_hooks_that_raise_cause_no_duplicate_no_loss_and_no_failed_send(  
         ids.append(await app.send_by_name("hooked", {"n": -1}, task_id="by-name"))
         connection = await app.connector.get()
         channel = await connection.channel()
-        exchange = await channel.get_exchange(app.producer.names.tasks_exchange)
+        exchange = await channel.get_exchange(app.sender.names.tasks_exchange)
         for i in range(BAD):
             message = aio_pika.Message(b'{"n": "x"}', type="hooked", message_id=f"bad-{i}")
             await exchange.publish(message, routing_key="hooked")
@@ -93,7 +93,7 @@ async def test_hooks_that_raise_cause_no_duplicate_no_loss_and_no_failed_send(  
     assert max(runs.values()) == 1, "no attempt ran twice"
     assert all(runs[(n, a)] == 1 for n in doomed for a in (1, 2, 3))
 
-    dlq_name = app.producer.names.dead_queue("hooked")
+    dlq_name = app.sender.names.dead_queue("hooked")
     dlq = await channel.declare_queue(dlq_name, passive=True)
     letters: Counter[str] = Counter()
     reasons: Counter[str] = Counter()

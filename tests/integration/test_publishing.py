@@ -1,13 +1,12 @@
-"""Publisher confirms: nothing is reported as sent that RabbitMQ did not take."""
+"""ConfirmPublisher confirms: nothing is reported as sent that RabbitMQ did not take."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from leveret import App, PayloadInvalid, PayloadTooLarge, Task, Unroutable
 from pydantic import BaseModel
-
-from broker import App, PayloadInvalid, PayloadTooLarge, Task, Unroutable
 
 
 class Ping(BaseModel):
@@ -33,7 +32,7 @@ async def test_send_returns_the_id_of_a_message_the_broker_holds(make_app) -> No
 
     connection = await app.connector.get()
     channel = await connection.channel()
-    queue = await channel.declare_queue(app.producer.names.work_queue("held"), passive=True)
+    queue = await channel.declare_queue(app.sender.names.work_queue("held"), passive=True)
     assert queue.declaration_result.message_count == 205
     seen = []
     async with queue.iterator() as messages:

@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from leveret import App
+from leveret.cli import parser
 
-from broker import App
-from broker.cli import parser
 from tests.conftest import ROOT
 from tests.dlq_support import dead_letter, fill
 from tests.helpers import Output
@@ -49,7 +49,7 @@ def blocks() -> list[list[str]]:
 
 
 def is_cli(line: str) -> bool:
-    return line.startswith(("leveret ", "python -m broker "))
+    return line.startswith(("leveret ", "python -m leveret "))
 
 
 def cli_args(line: str) -> list[str]:
@@ -128,7 +128,7 @@ async def seed(url: str, app: App, env: dict[str, str]) -> list[str]:
     ]
     await fill(
         url,
-        app.producer.names.dead_queue("emails"),
+        app.sender.names.dead_queue("emails"),
         [
             (
                 b'{"order_id": 1, "email": "a@example.com", "placed_at": "2024-05-01T12:00:00Z", '
@@ -155,7 +155,7 @@ async def seed(url: str, app: App, env: dict[str, str]) -> list[str]:
         )
         for _ in range(3)
     ]
-    await fill(url, app.producer.names.dead_queue("images"), thumbnails)
+    await fill(url, app.sender.names.dead_queue("images"), thumbnails)
     return [task_id for task_id, _, _ in emails]
 
 

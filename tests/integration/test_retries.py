@@ -6,10 +6,10 @@ import itertools
 import time
 
 import pytest
+from leveret import App, Permanent, Retry, RetryPolicy, TaskContext, Worker
+from leveret import message as wire
 from pydantic import BaseModel
 
-from broker import App, Permanent, Retry, RetryPolicy, TaskContext, Worker
-from broker import message as wire
 from tests.helpers import dead_letters, running, wait_for
 
 
@@ -89,7 +89,7 @@ async def test_permanent_error_goes_straight_to_dead_letters(make_app) -> None: 
     assert runs == [1]
     assert dead.headers[wire.ATTEMPT] == 1
     assert dead.headers[wire.REASON] == "permanent"
-    assert dead.headers[wire.ERROR_TYPE] == "broker.errors.Permanent"
+    assert dead.headers[wire.ERROR_TYPE] == "leveret.errors.Permanent"
 
 
 async def test_retry_exception_sets_the_delay(make_app) -> None:  # type: ignore[no-untyped-def]

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import aio_pika
+from leveret import App, TaskContext, Worker
+from leveret.amqp.topology import Names
+from leveret.ops.metrics import Metrics
 from pydantic import BaseModel
 
-from broker import App, TaskContext, Worker
-from broker.metrics import Metrics
-from broker.topology import Names
 from tests.helpers import dead_letters, running, wait_for
 
 LIMIT = 3

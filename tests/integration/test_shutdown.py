@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from leveret import App
 
-from broker import App
 from tests.apps.ops_app import Sleep, slow, slow_sync
 from tests.apps.ops_support import Output, events, free_port, ledger, metric, scrape, wait_status
 from tests.helpers import wait_for
@@ -43,7 +43,7 @@ async def queued(app: App, queue: str) -> int:
     channel = await connection.channel()
     try:
         raw = await channel.get_underlay_channel()
-        ok = await raw.queue_declare(app.producer.names.work_queue(queue), passive=True)
+        ok = await raw.queue_declare(app.sender.names.work_queue(queue), passive=True)
         return int(ok.message_count or 0)
     finally:
         await channel.close()

@@ -6,10 +6,10 @@ import asyncio
 import time
 
 import pytest
+from leveret import NO_RETRY, App, ConfigError, Task, Worker
+from leveret import message as wire
 from pydantic import BaseModel
 
-from broker import NO_RETRY, App, ConfigError, Task, Worker
-from broker import message as wire
 from tests.helpers import dead_letters, running
 
 
@@ -41,7 +41,7 @@ async def test_async_and_sync_handlers_time_out(make_app) -> None:  # type: igno
 
     for dead, name in ((first, "nap.async"), (second, "nap.sync")):
         assert dead.type == name
-        assert dead.headers[wire.ERROR_TYPE] == "broker.errors.TaskTimeout"
+        assert dead.headers[wire.ERROR_TYPE] == "leveret.errors.TaskTimeout"
         assert dead.headers[wire.REASON] == "exhausted"
         assert "timeout of 0.3 s" in str(dead.headers[wire.ERROR_MESSAGE])
     assert "abandoned" in str(second.headers[wire.ERROR_MESSAGE])

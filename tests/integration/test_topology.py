@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from leveret import App, Task, TopologyMismatch
 from pydantic import BaseModel
-
-from broker import App, Task, TopologyMismatch
 
 
 class Noop(BaseModel):

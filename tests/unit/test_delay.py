@@ -7,8 +7,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from broker import delay
+from leveret import delays as delay
 
 LEVELS = 32
 UNIT_MS = 10

@@ -11,10 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pamqp import decode as amqp_decode
-from pamqp.commands import Basic
-
-from broker.deadletter.codec import (
+from leveret.deadletter.codec import (
     CodecError,
     ExactProperties,
     dumps,
@@ -23,6 +20,8 @@ from broker.deadletter.codec import (
     loads,
     to_json,
 )
+from pamqp import decode as amqp_decode
+from pamqp.commands import Basic
 
 keys = st.text(min_size=1, max_size=20).filter(lambda k: len(k.encode()) <= 128)
 scalars = st.one_of(

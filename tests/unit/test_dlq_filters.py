@@ -7,12 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from leveret import message, retry
+from leveret.deadletter import DeadLetter, Filter, parse_age
+from leveret.deadletter.letter import REASONS
+from leveret.errors import ConfigError
 from pamqp.commands import Basic
-
-from broker import message, retry
-from broker.deadletter import DeadLetter, Filter, parse_age
-from broker.deadletter.letter import REASONS
-from broker.errors import ConfigError
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from leveret import message
+from leveret.deadletter import DeadLetter
 from pamqp.commands import Basic
-
-from broker import message
-from broker.deadletter import DeadLetter
 
 WHEN = datetime(2024, 5, 1, 12, 0, 5, tzinfo=UTC)
 

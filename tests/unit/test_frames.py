@@ -10,11 +10,10 @@ import pamqp.frame
 import pytest
 from aiormq.connection import FrameReceiver
 from aiormq.exceptions import AMQPConnectionError, InvalidFrameError, ProtocolSyntaxError
+from leveret.amqp import frames_in as frames
 from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
-
-from broker import frames
 
 DELIVERY = [
     Basic.Deliver(consumer_tag="ctag", delivery_tag=7, exchange="x", routing_key="q"),

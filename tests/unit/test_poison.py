@@ -7,9 +7,8 @@ import asyncio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from broker import message
-from broker.poison import ALONE_AFTER, Isolation, runs_alone
+from leveret import message
+from leveret.poison import ALONE_AFTER, Isolation, runs_alone
 
 
 @given(returns=st.integers(0, 50), limit=st.one_of(st.none(), st.integers(0, 50)))

@@ -6,9 +6,8 @@ import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from broker import ConfigError, Permanent, Retry, RetryPolicy
-from broker.retry import EXHAUSTED, PERMANENT
+from leveret import ConfigError, Permanent, Retry, RetryPolicy
+from leveret.retry import EXHAUSTED, PERMANENT
 
 
 @given(

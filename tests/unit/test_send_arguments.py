@@ -9,9 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from leveret import App, InvalidArgument, LeveretError, PayloadInvalid, Retry, Task
 from pydantic import BaseModel
-
-from broker import App, InvalidArgument, LeveretError, PayloadInvalid, Retry, Task
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Nothing listens here: a test that reached the broker would fail, not pass.
@@ -92,7 +91,7 @@ def test_a_negative_retry_delay_is_an_invalid_argument() -> None:
 def leveret(*args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "LEVERET_URL": NOWHERE, "COLUMNS": "40"}
     return subprocess.run(
-        [sys.executable, "-m", "broker", *args],
+        [sys.executable, "-m", "leveret", *args],
         env={**env, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         capture_output=True,

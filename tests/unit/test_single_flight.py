@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from broker.producer import SingleFlight
+from leveret.sending import SingleFlight
 
 
 async def test_concurrent_callers_share_one_run() -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from broker import time_limits as deadlines
-from broker.time_limits import Deadlines
+from leveret import time_limits as deadlines
+from leveret.time_limits import Deadlines
 
 
 async def test_a_task_past_its_limit_is_cancelled_and_reported() -> None:

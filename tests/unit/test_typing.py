@@ -8,7 +8,7 @@ from pathlib import Path
 from mypy import api
 
 SNIPPET = """
-from broker import App
+from leveret import App
 from tasks.contracts import Receipt, Thumbnail, send_receipt
 
 async def producer(app: App, receipt: Receipt, thumb: Thumbnail) -> None:

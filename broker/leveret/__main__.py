@@ -1,0 +1,7 @@
+"""``python -m leveret`` is the ``leveret`` command."""
+
+import sys
+
+from leveret.cli import main
+
+sys.exit(main())

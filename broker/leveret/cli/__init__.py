@@ -1,0 +1,47 @@
+"""The ``leveret`` command line: one subcommand per module in this package."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from leveret.cli import check, dlq, tasks, worker
+from leveret.cli.common import error
+from leveret.errors import LeveretError
+
+COMMANDS = (worker, tasks, dlq, check)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="leveret",
+        description="Typed background tasks on RabbitMQ. Every flag is also an environment "
+        "variable: --concurrency is LEVERET_CONCURRENCY.",
+    )
+    root.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(commands)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        code: int = args.run(args)
+    except LeveretError as exc:
+        # Any of ours, from any command: one line saying what to do, exit 2 (usage).
+        error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

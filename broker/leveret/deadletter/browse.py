@@ -1,0 +1,135 @@
+"""Reading a queue without taking anything out of it.
+
+AMQP has no "peek". A browse consumes and never acknowledges: every message it has
+seen stays unacknowledged on its channel, and closing the channel hands them all
+back to the queue (a crash or SIGKILL does the same). To see each message once, it
+stops after as many messages as the queue held when it began; messages arriving
+meanwhile are left for the next look.
+
+A consumer receives no more than its prefetch of unacknowledged messages, so the
+browse reads in windows: one consumer per window, cancelled once it has delivered
+its window (its messages stay unacknowledged on the channel), then the next. Only
+one window is ever in this process's memory; the broker holds the rest, as it
+already did.
+
+Side effects to know: a classic queue gets its messages back in their places; a
+quorum queue puts returned messages first, in chunks, and counts each return in
+``x-delivery-count`` (RabbitMQ 4.0-4.2 drop a message from a quorum queue after
+20 returns unless the queue's delivery limit is raised - see docs/dead-letters.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+
+import aiormq
+from aio_pika.abc import AbstractConnection
+from aiormq.abc import AbstractChannel, DeliveredMessage
+
+log = logging.getLogger(__name__)
+
+#: Messages per window: what one browse holds in memory at most.
+WINDOW = 500
+#: Seconds without a delivery before asking the broker whether any message is left.
+IDLE = 2.0
+#: Seconds without progress, while the broker says messages are ready, before giving up.
+STALL = 30.0
+#: Seconds to wait, at most, for a quorum queue to take back what a browse held.
+RETURN_WAIT = 2.0
+
+
+async def open_channel(connection: AbstractConnection) -> AbstractChannel:
+    wrapper = await connection.channel(publisher_confirms=False)
+    return await wrapper.get_underlay_channel()
+
+
+async def close_channel(channel: AbstractChannel) -> None:
+    """Close a channel: the broker takes back whatever it still has unacknowledged."""
+    if channel.is_closed:
+        return
+    try:
+        await channel.close()
+    except (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError):
+        log.debug("closing a channel failed", exc_info=True)
+
+
+async def browse(
+    connection: AbstractConnection, queue: str, *, window: int = WINDOW
+) -> AsyncGenerator[DeliveredMessage, None]:
+    """Each message the queue held at the start, once, in order; none is removed.
+
+    Close the iterator (``contextlib.aclosing``) when done early: the messages come
+    back when its channel closes.
+    """
+    channel = await open_channel(connection)
+    total = 0
+    try:
+        ok = await channel.queue_declare(queue, passive=True)
+        total = ok.message_count or 0
+        inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+        seen = 0
+        while seen < total:
+            quota = min(window, total - seen)
+            await channel.basic_qos(prefetch_count=quota, global_=False)
+            consumer = await channel.basic_consume(queue, inbox.put, no_ack=False)
+            consumer_tag = str(consumer.consumer_tag)
+            got = 0
+            while got < quota:
+                delivered = await _next(channel, queue, inbox)
+                if delivered is None:
+                    return
+                got += 1
+                seen += 1
+                yield delivered
+            await channel.basic_cancel(consumer_tag)
+    finally:
+        await close_channel(channel)
+        if total:
+            await until_returned(connection, queue, total)
+
+
+async def until_returned(connection: AbstractConnection, queue: str, total: int) -> None:
+    """Wait (briefly) until ``queue`` shows ``total`` ready messages again.
+
+    Messages a closed channel held come back to a classic queue before the close
+    completes, to a quorum queue a moment later; an operation started at once (a
+    replay after a listing) would count the queue short and leave some for its next
+    run.
+    """
+    channel = await open_channel(connection)
+    try:
+        deadline = asyncio.get_running_loop().time() + RETURN_WAIT
+        while asyncio.get_running_loop().time() < deadline:
+            ok = await channel.queue_declare(queue, passive=True)
+            if (ok.message_count or 0) >= total:
+                return
+            await asyncio.sleep(0.01)
+    except (aiormq.exceptions.AMQPError, ConnectionError):
+        pass  # gone or unreachable: nothing to wait for
+    finally:
+        await close_channel(channel)
+
+
+async def _next(
+    channel: AbstractChannel, queue: str, inbox: asyncio.Queue[DeliveredMessage]
+) -> DeliveredMessage | None:
+    """The next delivery, or None once the broker has nothing left for us."""
+    waited = 0.0
+    while True:
+        try:
+            return await asyncio.wait_for(inbox.get(), IDLE)
+        except TimeoutError:
+            waited += IDLE
+        ok = await channel.queue_declare(queue, passive=True)
+        if not ok.message_count:
+            return None  # someone else took the rest
+        if waited >= STALL:
+            log.warning(
+                "no message from %s for %.0f s although %d are ready; stopping the browse",
+                queue,
+                waited,
+                ok.message_count,
+            )
+            return None

@@ -30,10 +30,11 @@ test-quick: $(STAMP) ## the suite without the slow fault tests
 test-faults: $(STAMP) ## the fault suite at full size, with its table
 	LEVERET_FAULTS_FULL=1 $(BIN)/pytest tests/faults -m slow -s
 
-lint: $(STAMP) ## ruff and mypy (strict)
+lint: $(STAMP) ## ruff, mypy (strict) and the layer contracts (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -10,11 +10,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Concatenate
 
-import aiormq
 from pydantic import BaseModel
 
 from leveret.amqp.connection import Connector
-from leveret.amqp.topology import Overflow, QueueSpec, access_refused
+from leveret.amqp.topology import Overflow, QueueSpec
 from leveret.errors import ConfigError, PayloadInvalid, TaskNotFound
 from leveret.middleware import Emitter, Middleware
 from leveret.retry import RetryPolicy
@@ -227,21 +226,11 @@ class App:
         Always declares, even if this process did before: a broker that lost its data
         (a new node, a deleted queue) gets everything back.
         """
-        producer = self.sender
+        sender = self.sender
         names = list(queues) if queues is not None else sorted(self.queues)
         connection = await self.connector.get()
-        channel = await connection.channel()
-        try:
-            raw = await channel.get_underlay_channel()
-            await producer.topology.declare_core(raw)
-            producer.core_declared()
-            for name in names:
-                await producer.topology.declare_queue(raw, self.queue_spec(name))
-        except aiormq.exceptions.ChannelAccessRefused as exc:
-            raise access_refused(exc, "declare the topology", self.settings.namespace) from None
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        await sender.topology.declare(connection, [self.queue_spec(name) for name in names])
+        sender.core_declared()
         return names
 
     async def close(self) -> None:

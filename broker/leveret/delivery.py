@@ -21,10 +21,10 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from aiormq.abc import DeliveredMessage
 from pydantic import BaseModel, ValidationError
 
 from leveret import message, retry
+from leveret.amqp import Delivery
 from leveret.amqp.consume import Settle
 from leveret.app import App
 from leveret.errors import MalformedMessage, PayloadTooLarge, PublishError, TaskNotFound
@@ -78,7 +78,7 @@ class DeliveryPipeline:
         self._stopping = stopping
         self._max_bytes = app.settings.max_payload_bytes
 
-    async def process(self, delivered: DeliveredMessage, *, queue: str) -> Settle:
+    async def process(self, delivered: Delivery, *, queue: str) -> Settle:
         """Validate, run and settle one delivery. Never raises for bad input."""
         if self._stopping.is_set():
             # Delivered after the stop, before the broker saw our cancel: give it back.
@@ -98,7 +98,7 @@ class DeliveryPipeline:
             return await self.poison.returned_delivery(delivered, queue, returns, uncounted)
         return await self.poison.in_turn(delivered, queue, 0)
 
-    async def _process(self, delivered: DeliveredMessage, queue: str, returns: int) -> Settle:
+    async def _process(self, delivered: Delivery, queue: str, returns: int) -> Settle:
         try:
             reg, payload, attempt, size = self._accept(delivered, queue)
         except Rejected as rejected:
@@ -138,9 +138,7 @@ class DeliveryPipeline:
             return Settle.REQUEUE
         return Settle.ACK
 
-    def _accept(
-        self, delivered: DeliveredMessage, queue: str
-    ) -> tuple[Registration, BaseModel, int, int]:
+    def _accept(self, delivered: Delivery, queue: str) -> tuple[Registration, BaseModel, int, int]:
         """The task, payload, attempt and body size of a delivery a task can run."""
         props = delivered.header.properties
         body = delivered.body
@@ -196,7 +194,7 @@ class DeliveryPipeline:
         return reg, payload, attempt, len(body)
 
     async def _fail(
-        self, delivered: DeliveredMessage, reg: Registration, ctx: TaskContext, exc: Exception
+        self, delivered: Delivery, reg: Registration, ctx: TaskContext, exc: Exception
     ) -> Outcome:
         decision = reg.retry.decide(exc, ctx.attempt)
         retrying = isinstance(decision, float | int)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pamqp.commands import Basic
+from leveret.amqp import Properties
 
 CONTENT_TYPE = "application/json"
 PERSISTENT = 2
@@ -84,9 +84,9 @@ def properties(
     priority: int,
     headers: dict[str, Any],
     app_id: str | None,
-) -> Basic.Properties:
+) -> Properties:
     """AMQP properties of a task message: persistent JSON, named and identified."""
-    return Basic.Properties(
+    return Properties(
         content_type=CONTENT_TYPE,
         delivery_mode=PERSISTENT,
         priority=priority,
@@ -152,7 +152,7 @@ def attempt(headers: Mapping[str, Any] | None) -> int | None:
     return None
 
 
-def derived_task_id(props: Basic.Properties, body: bytes) -> str:
+def derived_task_id(props: Properties, body: bytes) -> str:
     """A task id for a message published without ``message_id``.
 
     Drawn from what a redelivery of the same message carries unchanged (its type,

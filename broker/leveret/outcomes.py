@@ -12,10 +12,8 @@ import math
 from collections import Counter
 from typing import Any
 
-from aiormq.abc import DeliveredMessage
-from pamqp.commands import Basic
-
 from leveret import message
+from leveret.amqp import Delivery, Properties
 from leveret.amqp.consume import Settle
 from leveret.amqp.table import ExactProperties
 from leveret.errors import PublishError
@@ -41,7 +39,7 @@ class Outcomes:
         self._max_delay = sender.settings.max_delay_seconds
 
     async def retry(
-        self, delivered: DeliveredMessage, ctx: TaskContext, exc: Exception, delay: float
+        self, delivered: Delivery, ctx: TaskContext, exc: Exception, delay: float
     ) -> float:
         """Publish the next attempt after ``delay`` seconds; returns the delay used.
 
@@ -70,9 +68,7 @@ class Outcomes:
         await self._publisher.publish(exchange, key, delivered.body, props)
         return delay
 
-    async def dead(
-        self, delivered: DeliveredMessage, queue: str, reason: str, exc: BaseException
-    ) -> None:
+    async def dead(self, delivered: Delivery, queue: str, reason: str, exc: BaseException) -> None:
         """Publish a dead letter that records why the task died."""
         headers = message.copy_headers(delivered.header.properties.headers)
         headers.update(
@@ -82,7 +78,7 @@ class Outcomes:
         await self._publisher.publish(self._names.dead_exchange, queue, delivered.body, props)
 
     async def reject(
-        self, delivered: DeliveredMessage, queue: str, reason: str, exc: BaseException
+        self, delivered: Delivery, queue: str, reason: str, exc: BaseException
     ) -> Settle:
         """Dead-letter a message no task can run, then ack it; the worker goes on."""
         props = delivered.header.properties
@@ -104,9 +100,7 @@ class Outcomes:
             self._emitter.on_rejected(queue, reason, exc)
         return Settle.ACK
 
-    async def put_back(
-        self, delivered: DeliveredMessage, queue: str, returns: int, after: float
-    ) -> None:
+    async def put_back(self, delivered: Delivery, queue: str, returns: int, after: float) -> None:
         """Publish a copy that carries the return count, to arrive after ``after`` s."""
         props = delivered.header.properties
         headers = message.copy_headers(props.headers)
@@ -116,7 +110,7 @@ class Outcomes:
         await self._publisher.publish(exchange, key, delivered.body, republished(props, headers))
 
 
-def republished(props: Basic.Properties, headers: dict[str, Any]) -> Basic.Properties:
+def republished(props: Properties, headers: dict[str, Any]) -> Properties:
     """Properties for a copy we publish: the original's, with new headers.
 
     ``expiration`` is dropped (it would expire the copy in a delay or dead-letter

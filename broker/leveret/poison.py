@@ -27,9 +27,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from aiormq.abc import DeliveredMessage
-
 from leveret import retry
+from leveret.amqp import Delivery
 from leveret.amqp.consume import Settle
 from leveret.errors import DeliveryLimitReached, PublishError
 from leveret.outcomes import Outcomes
@@ -37,7 +36,7 @@ from leveret.outcomes import Outcomes
 log = logging.getLogger(__name__)
 
 #: Runs one delivery that came back ``returns`` times (0: a first delivery).
-Run = Callable[[DeliveredMessage, str, int], Awaitable[Settle]]
+Run = Callable[[Delivery, str, int], Awaitable[Settle]]
 
 #: Returns before a delivery runs alone. One return is common and innocent (a lost
 #: connection, a rolling restart); a second in a row is what a poison's neighbours see.
@@ -160,7 +159,7 @@ class PoisonGuard:
         #: ``put-back`` (to wait for its turn) or ``counted`` (a classic queue's).
         self.returned: Counter[tuple[str, str]] = Counter()
 
-    async def in_turn(self, delivered: DeliveredMessage, queue: str, returns: int) -> Settle:
+    async def in_turn(self, delivered: Delivery, queue: str, returns: int) -> Settle:
         """Run a delivery once no delivery runs alone in this process."""
         gate = self.gate
         if not gate.busy:
@@ -173,7 +172,7 @@ class PoisonGuard:
             gate.leave()
 
     async def returned_delivery(
-        self, delivered: DeliveredMessage, queue: str, returns: int, uncounted: bool
+        self, delivered: Delivery, queue: str, returns: int, uncounted: bool
     ) -> Settle:
         """A delivery that came back unsettled: stop it at the limit, or run it alone.
 
@@ -208,7 +207,7 @@ class PoisonGuard:
 
     async def _put_back(
         self,
-        delivered: DeliveredMessage,
+        delivered: Delivery,
         queue: str,
         returns: int,
         *,

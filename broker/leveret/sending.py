@@ -9,8 +9,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-import aiormq
-
 from leveret import delays as delays
 from leveret import message
 from leveret.amqp.connection import Connector
@@ -89,11 +87,7 @@ class TaskSender:
 
     async def _declare_core(self) -> None:
         connection = await self._connector.get()
-        channel = await connection.channel()
-        try:
-            await self.topology.declare_core(await channel.get_underlay_channel())
-        finally:
-            await channel.close()
+        await self.topology.declare(connection, ())
         self._declared = True
 
     def core_declared(self) -> None:
@@ -205,18 +199,11 @@ class TaskSender:
     async def _check_queue(self, queue: str) -> None:
         """A delayed message to a missing queue would only be parked on arrival: refuse now."""
         connection = await self._connector.get()
-        channel = await connection.channel()
-        try:
-            raw = await channel.get_underlay_channel()
-            await raw.queue_declare(self.names.work_queue(queue), passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
+        if not await self.topology.queue_exists(connection, queue):
             raise Unroutable(
                 f"queue {queue!r} does not exist: start a worker for it first, "
                 "or declare it with `leveret declare`."
-            ) from None
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+            )
         self._known_queues.add(queue)
 
     async def send(

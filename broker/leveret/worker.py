@@ -17,9 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-import aiormq
-from aio_pika.abc import AbstractConnection
-
+from leveret.amqp import AMQPError, ChannelAccessRefused, ChannelError, Connection
 from leveret.amqp.connection import CONNECTION_ERRORS, is_open, worker_identity
 from leveret.amqp.consume import QueueConsumer
 from leveret.amqp.topology import access_refused
@@ -167,7 +165,7 @@ class Worker:
         finally:
             await self._shutdown()
 
-    async def _interruptible(self, coro: Any) -> AbstractConnection | None:
+    async def _interruptible(self, coro: Any) -> Connection | None:
         """Await ``coro`` unless a stop is requested first (then None)."""
         task = asyncio.ensure_future(coro)
         stop = asyncio.ensure_future(self._stop.wait())
@@ -180,7 +178,7 @@ class Worker:
         task.cancel()
         return None
 
-    async def _subscribe(self, connection: AbstractConnection) -> None:
+    async def _subscribe(self, connection: Connection) -> None:
         """Start a consumer on every queue that has none subscribed."""
         names = self._sender.names
         for queue in self.queues:
@@ -196,11 +194,11 @@ class Worker:
             consumer = QueueConsumer(names.work_queue(queue), self.concurrency, process)
             try:
                 await consumer.start(connection)
-            except aiormq.exceptions.ChannelAccessRefused as exc:
+            except ChannelAccessRefused as exc:
                 raise access_refused(exc, f"consume {queue!r}", self.settings.namespace) from None
             self.consumers[queue] = consumer
 
-    async def _watch(self, connection: AbstractConnection) -> None:
+    async def _watch(self, connection: Connection) -> None:
         """Return when a stop is requested; re-subscribe lost consumers meanwhile.
 
         A consumer the broker cancelled (queue deleted, leader moved, consumer timeout)
@@ -214,7 +212,7 @@ class Worker:
             if not self.ready:
                 try:
                     await self._subscribe(connection)
-                except aiormq.exceptions.AMQPChannelError as exc:
+                except ChannelError as exc:
                     if not is_open(connection):
                         raise ConnectionError("connection closed") from exc
                     log.warning(
@@ -260,7 +258,7 @@ class Worker:
             acker.flush()
             try:
                 await channel.basic_qos(prefetch_count=consumer.prefetch, timeout=5)
-            except (aiormq.exceptions.AMQPError, TimeoutError, ConnectionError) as exc:
+            except (AMQPError, TimeoutError, ConnectionError) as exc:
                 log.debug("could not confirm the acks on %s: %s", consumer.queue, exc)
 
     async def _drop_consumers(self) -> None:

@@ -19,9 +19,6 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractConnection
-from leveret.amqp import frames_in as frames
-from leveret.errors import BrokerUnavailable
-from leveret.settings import Settings
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -29,6 +26,10 @@ from tenacity import (
     stop_after_delay,
     stop_never,
 )
+
+from leveret.amqp import frames_in as frames
+from leveret.errors import BrokerUnavailable
+from leveret.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,13 @@ from typing import Any
 
 import aiormq
 from aiormq.abc import AbstractChannel, ChannelFrame, ConfirmationFrameType
+from pamqp.commands import Basic
+
 from leveret.amqp import frames_out
 from leveret.amqp.connection import CONNECTION_ERRORS, Connector
 from leveret.amqp.topology import access_refused
 from leveret.errors import BrokerUnavailable, NotConfirmed, Unroutable
 from leveret.settings import Settings
-from pamqp.commands import Basic
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,15 @@ be changed in place: that is reported as ``TopologyMismatch`` with the way out.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiormq
+from aio_pika.abc import AbstractConnection
 from aiormq.abc import AbstractChannel
+
 from leveret import delays as delay
 from leveret.errors import AccessRefused, ConfigError, TopologyMismatch
 from leveret.settings import QueueType, Settings
@@ -131,6 +135,29 @@ class Topology:
         self.settings = settings
         self.names = Names(settings.namespace)
 
+    async def declare(
+        self, connection: AbstractConnection, specs: Iterable[QueueSpec], *, core: bool = True
+    ) -> None:
+        """Declare (on a channel of its own) the shared topology and these work queues."""
+        async with _channel(connection) as channel:
+            try:
+                if core:
+                    await self.declare_core(channel)
+                for spec in specs:
+                    await self.declare_queue(channel, spec)
+            except aiormq.exceptions.ChannelAccessRefused as exc:
+                doing = "declare the topology"
+                raise access_refused(exc, doing, self.settings.namespace) from None
+
+    async def queue_exists(self, connection: AbstractConnection, queue: str) -> bool:
+        """Whether the work queue of ``queue`` exists (a passive declare)."""
+        async with _channel(connection) as channel:
+            try:
+                await channel.queue_declare(self.names.work_queue(queue), passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return False
+        return True
+
     async def declare_core(self, channel: AbstractChannel) -> None:
         """Exchanges every producer and worker needs, and the delay ladder."""
         n, levels = self.names, self.settings.delay_levels
@@ -183,6 +210,17 @@ class Topology:
         await channel.queue_delete(n.unroutable)
         for exchange in (n.tasks_exchange, n.delivery_exchange, n.dead_exchange, n.unroutable):
             await channel.exchange_delete(exchange)
+
+
+@asynccontextmanager
+async def _channel(connection: AbstractConnection) -> AsyncIterator[AbstractChannel]:
+    """A channel for a few declarations; closed after, unless the broker closed it."""
+    wrapper = await connection.channel()
+    try:
+        yield await wrapper.get_underlay_channel()
+    finally:
+        if not wrapper.is_closed:
+            await wrapper.close()
 
 
 async def _exchange(

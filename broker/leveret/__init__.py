@@ -2,6 +2,12 @@
 
 Confirmed publishing, ack after completion, retries with backoff by the broker
 itself, and dead letters an operator can inspect and replay.
+
+The names below are the public API. Of the modules, ``leveret.deadletter`` (dead-letter
+operations), ``leveret.ops.sentry`` (``SentryMiddleware``), ``leveret.ops.health``
+(``HealthServer``), ``leveret.ops.logs``
+(``TaskLog``), ``leveret.ops.metrics`` (``Metrics``) and ``leveret.ops.discovery``
+(``find_broker``) are public too; everything else is internal and may change.
 """
 
 from leveret.app import App
@@ -10,6 +16,7 @@ from leveret.errors import (
     BrokerUnavailable,
     BulkPublishError,
     ConfigError,
+    DeliveryLimitReached,
     InvalidArgument,
     LeveretError,
     MalformedMessage,
@@ -18,6 +25,7 @@ from leveret.errors import (
     PayloadTooLarge,
     Permanent,
     PublishError,
+    QueueNotFound,
     Retry,
     TaskNotFound,
     TaskTimeout,
@@ -25,7 +33,7 @@ from leveret.errors import (
     Unroutable,
 )
 from leveret.middleware import Middleware, Outcome
-from leveret.retry import NO_RETRY, RetryPolicy
+from leveret.retry import NO_RETRY, DeadReason, RetryPolicy
 from leveret.settings import Settings
 from leveret.task import Task, TaskContext
 from leveret.worker import Worker
@@ -37,6 +45,8 @@ __all__ = [
     "BrokerUnavailable",
     "BulkPublishError",
     "ConfigError",
+    "DeadReason",
+    "DeliveryLimitReached",
     "InvalidArgument",
     "LeveretError",
     "MalformedMessage",
@@ -47,6 +57,7 @@ __all__ = [
     "PayloadTooLarge",
     "Permanent",
     "PublishError",
+    "QueueNotFound",
     "Retry",
     "RetryPolicy",
     "Settings",

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel, ValidationError
 
-from leveret import message, retry
+from leveret import message
 from leveret.amqp import Delivery
 from leveret.amqp.consume import Settle
 from leveret.app import App
@@ -31,6 +31,7 @@ from leveret.errors import MalformedMessage, PayloadTooLarge, PublishError, Task
 from leveret.middleware import Emitter, Outcome
 from leveret.outcomes import Outcomes
 from leveret.poison import Isolation, PoisonGuard
+from leveret.retry import DeadReason
 from leveret.task import Registration, TaskContext
 from leveret.time_limits import TimeLimits
 
@@ -145,12 +146,13 @@ class DeliveryPipeline:
         limit = self._max_bytes
         if len(body) > limit:
             raise Rejected(
-                retry.OVERSIZE, PayloadTooLarge(f"{len(body)} bytes, over the limit of {limit}")
+                DeadReason.OVERSIZE,
+                PayloadTooLarge(f"{len(body)} bytes, over the limit of {limit}"),
             )
         reg = self.app.registry.get(props.message_type or "")
         if reg is None:
             raise Rejected(
-                retry.UNKNOWN_TASK,
+                DeadReason.UNKNOWN_TASK,
                 TaskNotFound(
                     f"no handler for task {props.message_type!r} on worker {self.identity}"
                 ),
@@ -158,7 +160,7 @@ class DeliveryPipeline:
         if reg.task.queue != queue:
             right = reg.task.queue
             raise Rejected(
-                retry.MISROUTED,
+                DeadReason.MISROUTED,
                 TaskNotFound(
                     f"task {reg.task.name!r} belongs on queue {right!r}, but arrived on "
                     f"{queue!r}: publish it with routing key {right!r}, or replay it with "
@@ -170,7 +172,7 @@ class DeliveryPipeline:
         if attempt is None:
             given = (headers or {}).get(message.ATTEMPT)
             raise Rejected(
-                retry.MALFORMED,
+                DeadReason.MALFORMED,
                 MalformedMessage(
                     f"header {message.ATTEMPT} is {given!r}: it must be an integer from 1 "
                     f"to {message.MAX_ATTEMPT} (or absent, meaning 1)"
@@ -180,17 +182,19 @@ class DeliveryPipeline:
             try:
                 body = message.decoded_body(body, props.content_encoding, limit)
             except message.UnsupportedEncoding as exc:
-                raise Rejected(retry.MALFORMED, MalformedMessage(str(exc))) from None
+                raise Rejected(DeadReason.MALFORMED, MalformedMessage(str(exc))) from None
             if len(body) > limit:
                 raise Rejected(
-                    retry.OVERSIZE,
+                    DeadReason.OVERSIZE,
                     PayloadTooLarge(f"over {limit} bytes once gunzipped, the limit of this worker"),
                 )
         try:
             payload = reg.task.model.model_validate_json(body)
         except ValidationError as exc:
             malformed = any(e["type"] == "json_invalid" for e in exc.errors())
-            raise Rejected(retry.MALFORMED if malformed else retry.INVALID_PAYLOAD, exc) from None
+            raise Rejected(
+                DeadReason.MALFORMED if malformed else DeadReason.INVALID_PAYLOAD, exc
+            ) from None
         return reg, payload, attempt, len(body)
 
     async def _fail(
@@ -229,4 +233,8 @@ class DeliveryPipeline:
             decision,
             message.describe(exc),
         )
-        return Outcome.DEAD_LETTERED if decision == retry.EXHAUSTED else Outcome.FAILED_PERMANENTLY
+        return (
+            Outcome.DEAD_LETTERED
+            if decision == DeadReason.EXHAUSTED
+            else Outcome.FAILED_PERMANENTLY
+        )

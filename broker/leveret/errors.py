@@ -124,15 +124,20 @@ class MalformedMessage(LeveretError):
 class Retry(Exception):
     """Raised by a handler to be retried, optionally after a given delay.
 
-    The attempt still counts against the task's ``max_attempts``.
+    The attempt still counts against the task's ``max_attempts``. A delay longer than
+    the delay ladder holds (about 497 days by default) is shortened to the longest it
+    holds, with a warning in the log.
     """
 
     def __init__(self, reason: str = "", *, delay: timedelta | float | None = None) -> None:
         super().__init__(reason or "retry requested")
         if isinstance(delay, timedelta):
             delay = delay.total_seconds()
-        if delay is not None and delay < 0:
-            raise InvalidArgument(f"Retry delay must be >= 0 seconds, got {delay}")
+        if delay is not None and not delay >= 0:  # NaN fails this too
+            raise InvalidArgument(
+                f"Retry delay must be a number of seconds >= 0, got {delay}: "
+                "pass delay=None to use the task's retry policy"
+            )
         self.delay: float | None = delay
 
 

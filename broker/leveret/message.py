@@ -41,7 +41,6 @@ WORKER = "leveret-worker"  # str, host:pid
 ORIGIN_QUEUE = "leveret-queue"  # str, the logical queue it came from
 PREVIOUS_ERRORS = "leveret-previous-errors"  # list[str], errors of earlier lives (replays)
 
-TRACE_HEADERS = ("traceparent", "tracestate", "sentry-trace", "baggage")
 
 #: Headers RabbitMQ adds while dead-lettering. A copy we publish must not carry them:
 #: with ``x-death`` the broker's cycle detection silently drops the copy the second

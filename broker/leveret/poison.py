@@ -27,11 +27,11 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from leveret import retry
 from leveret.amqp import Delivery
 from leveret.amqp.consume import Settle
 from leveret.errors import DeliveryLimitReached, PublishError
 from leveret.outcomes import Outcomes
+from leveret.retry import DeadReason
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class PoisonGuard:
                 f"connection before it ended), over the delivery limit of {limit} of queue "
                 f"{queue!r}"
             )
-            return await self._outcomes.reject(delivered, queue, retry.DELIVERY_LIMIT, over)
+            return await self._outcomes.reject(delivered, queue, DeadReason.DELIVERY_LIMIT, over)
         if uncounted:
             return await self._put_back(delivered, queue, returns, after=0.0, action="counted")
         if not runs_alone(returns, limit):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal
 
 import pydantic
@@ -20,28 +21,23 @@ from leveret.message import MAX_ATTEMPT
 
 Jitter = Literal["equal", "full", "none"]
 
-#: Dead-letter reasons, recorded in the ``leveret-reason`` header.
-EXHAUSTED = "exhausted"
-PERMANENT = "permanent"
-MALFORMED = "malformed"  # body is not JSON, or a header or encoding breaks the wire format
-UNKNOWN_TASK = "unknown-task"
-MISROUTED = "misrouted"  # arrived on a queue its task does not belong on
-INVALID_PAYLOAD = "invalid-payload"  # fails the task's model
-OVERSIZE = "oversize"
-DELIVERY_LIMIT = "delivery-limit"  # came back unsettled too often (its workers died)
+
+class DeadReason(StrEnum):
+    """Why a message was dead-lettered, as recorded in the ``leveret-reason`` header."""
+
+    EXHAUSTED = "exhausted"
+    PERMANENT = "permanent"
+    INVALID_PAYLOAD = "invalid-payload"  # fails the task's model
+    MALFORMED = "malformed"  # not JSON, or a header or encoding breaks the wire format
+    UNKNOWN_TASK = "unknown-task"
+    MISROUTED = "misrouted"  # arrived on a queue its task does not belong on
+    OVERSIZE = "oversize"
+    DELIVERY_LIMIT = "delivery-limit"  # came back unsettled too often (its workers died)
+
 
 #: Every reason a worker writes, so that whatever reads them (a filter, a dashboard)
 #: can refuse a misspelt one rather than silently match nothing.
-REASONS = (
-    EXHAUSTED,
-    PERMANENT,
-    INVALID_PAYLOAD,
-    MALFORMED,
-    UNKNOWN_TASK,
-    MISROUTED,
-    OVERSIZE,
-    DELIVERY_LIMIT,
-)
+REASONS = tuple(reason.value for reason in DeadReason)
 
 
 @dataclass(frozen=True)
@@ -78,12 +74,12 @@ class RetryPolicy:
             return delay / 2 + delay / 2 * rand()
         return delay
 
-    def decide(self, exc: BaseException, attempt: int) -> float | str:
+    def decide(self, exc: BaseException, attempt: int) -> float | DeadReason:
         """After a failed attempt: a delay in seconds to retry, or a dead-letter reason."""
         if isinstance(exc, self.permanent) or not isinstance(exc, (*self.retry_on, Retry)):
-            return PERMANENT
+            return DeadReason.PERMANENT
         if attempt >= self.max_attempts:
-            return EXHAUSTED
+            return DeadReason.EXHAUSTED
         if isinstance(exc, Retry) and exc.delay is not None:
             return exc.delay
         return self.backoff(attempt)

@@ -126,3 +126,25 @@ async def test_retries_through_a_quorum_ladder_to_a_quorum_queue(  # type: ignor
         await app.send(replicated, Work(fail_times=3))
         await wait_for(lambda: len(runs) == 4, timeout=20)
     assert runs == [1, 2, 3, 4]
+
+
+async def test_a_retry_delay_past_the_ladder_is_clamped_not_looped(make_app, caplog) -> None:  # type: ignore[no-untyped-def]
+    app: App = make_app()
+    runs: list[int] = []
+
+    @app.task(name="far", queue="far", retry=RetryPolicy(max_attempts=5))
+    async def far(work: Work, ctx: TaskContext) -> None:
+        runs.append(ctx.attempt)
+        raise Retry("come back in ten thousand years", delay=10**12)
+
+    longest = app.settings.delay_levels - 1
+    async with running(Worker(app)) as worker:
+        await app.send(far, Work())
+        await wait_for(lambda: worker.counts["retried"] == 1)
+        connection = await app.connector.get()
+        channel = await connection.channel()
+        top = await channel.declare_queue(app.sender.names.delay_level(longest), passive=True)
+        assert top.declaration_result.message_count == 1, "parked in the longest delay level"
+        time.sleep(0.5)  # noqa: ASYNC251 - a requeue loop would run it again meanwhile
+    assert runs == [1], "retried once, into the longest delay, not looped"
+    assert "over the longest delay" in caplog.text

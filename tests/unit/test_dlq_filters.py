@@ -132,11 +132,6 @@ def test_every_reason_is_documented_and_every_documented_reason_exists() -> None
     assert set(retry.REASONS) <= set(REASONS)
 
 
-def test_every_reason_constant_of_the_engine_is_in_its_list_of_reasons() -> None:
-    constants = {v for k, v in vars(retry).items() if k.isupper() and isinstance(v, str)}
-    assert constants == set(retry.REASONS)
-
-
 def test_ages_bound_when_it_died_and_unknown_times_never_match() -> None:
     now = datetime.now(tz=UTC)
     old = letter(failed_at=now - timedelta(hours=3))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from leveret import ConfigError, Permanent, Retry, RetryPolicy
-from leveret.retry import EXHAUSTED, PERMANENT
+from leveret.retry import DeadReason
 
 
 @given(
@@ -39,16 +39,16 @@ def test_default_backoff_doubles_from_one_second_up_to_an_hour() -> None:
 def test_decisions() -> None:
     policy = RetryPolicy(max_attempts=3, jitter="none", permanent=(Permanent, KeyError))
     assert policy.decide(RuntimeError("x"), 1) == 1.0
-    assert policy.decide(RuntimeError("x"), 3) == EXHAUSTED
-    assert policy.decide(Permanent("x"), 1) == PERMANENT
-    assert policy.decide(KeyError("x"), 1) == PERMANENT
+    assert policy.decide(RuntimeError("x"), 3) == DeadReason.EXHAUSTED
+    assert policy.decide(Permanent("x"), 1) == DeadReason.PERMANENT
+    assert policy.decide(KeyError("x"), 1) == DeadReason.PERMANENT
     assert policy.decide(Retry(delay=7.5), 1) == 7.5
-    assert policy.decide(Retry(delay=7.5), 3) == EXHAUSTED
+    assert policy.decide(Retry(delay=7.5), 3) == DeadReason.EXHAUSTED
     only_io = RetryPolicy(retry_on=(OSError,))
-    assert only_io.decide(ValueError("x"), 1) == PERMANENT
+    assert only_io.decide(ValueError("x"), 1) == DeadReason.PERMANENT
     with pytest.raises(pydantic.ValidationError) as caught:
         pydantic.TypeAdapter(int).validate_python("x")
-    assert RetryPolicy().decide(caught.value, 1) == PERMANENT
+    assert RetryPolicy().decide(caught.value, 1) == DeadReason.PERMANENT
 
 
 def test_bad_policies_are_refused() -> None:

@@ -83,9 +83,10 @@ async def test_a_payload_of_the_wrong_model_is_payload_invalid() -> None:
             await sender.send_many(order, [Other(name="x")])  # type: ignore[list-item]
 
 
-def test_a_negative_retry_delay_is_an_invalid_argument() -> None:
+@pytest.mark.parametrize("delay", [timedelta(seconds=-1), -0.5, float("nan"), float("-inf")])
+def test_a_negative_or_nan_retry_delay_is_an_invalid_argument(delay: timedelta | float) -> None:
     with pytest.raises(InvalidArgument, match=">= 0"):
-        Retry(delay=timedelta(seconds=-1))
+        Retry(delay=delay)
 
 
 def leveret(*args: str) -> subprocess.CompletedProcess[str]:

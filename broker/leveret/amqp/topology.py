@@ -83,13 +83,6 @@ class Names:
     def dead_queue(self, queue: str) -> str:
         return f"{self.namespace}.dlq.{queue}"
 
-    def queue_of(self, amqp_name: str) -> str | None:
-        """The logical queue name of a work or dead-letter queue, else None."""
-        for prefix in (f"{self.namespace}.q.", f"{self.namespace}.dlq."):
-            if amqp_name.startswith(prefix):
-                return amqp_name[len(prefix) :]
-        return None
-
 
 def _quorum_safety(spec_type: QueueType) -> dict[str, Any]:
     if spec_type != "quorum":

@@ -24,10 +24,11 @@ from pamqp.commands import Basic
 
 from leveret import message, retry
 from leveret.deadletter.codec import ExactProperties, properties_dict
+from leveret.retry import DeadReason
 
 #: What RabbitMQ writes in ``x-death`` as the reason, and what we call it.
 BROKER_REASONS = {
-    "delivery_limit": retry.DELIVERY_LIMIT,
+    "delivery_limit": DeadReason.DELIVERY_LIMIT,
     "rejected": "rejected",
     "expired": "expired",
     "maxlen": "maxlen",

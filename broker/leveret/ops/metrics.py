@@ -19,12 +19,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from leveret.middleware import Middleware, Outcome
-from leveret.task import TaskContext
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+
+from leveret.middleware import Middleware, Outcome
+from leveret.task import TaskContext
 
 if TYPE_CHECKING:
     from leveret.app import App

@@ -24,14 +24,15 @@ from contextvars import ContextVar
 from typing import Any
 
 import sentry_sdk
-from leveret import message
-from leveret.delivery import BODY_SIZE
-from leveret.middleware import Middleware, Outcome
-from leveret.task import TaskContext
 from sentry_sdk.consts import OP, SPANDATA, SPANSTATUS
 from sentry_sdk.integrations.logging import ignore_logger
 from sentry_sdk.tracing import Span, TransactionSource
 from sentry_sdk.tracing_utils import has_tracing_enabled
+
+from leveret import message
+from leveret.delivery import BODY_SIZE
+from leveret.middleware import Middleware, Outcome
+from leveret.task import TaskContext
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,8 @@ import importlib
 import re
 from pathlib import Path
 
-import pytest
-
 import leveret
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "deploy" / "README.md"]

@@ -80,11 +80,8 @@ async def test_a_task_without_message_id_keeps_one_derived_id_through_retries_an
     assert dead.message_id == next(iter(ids["doomed"])), "the dead letter keeps the id"
 
 
-@pytest.mark.parametrize("attempt", [-5, 0, 10**12, "x", 1.5, b"\xff"])
-async def test_an_attempt_header_out_of_range_is_malformed_never_extra_runs(  # type: ignore[no-untyped-def]
-    make_app, attempt: object
-) -> None:
-    app: App = make_app()
+async def run_with_attempt_header(app: App, attempt: object) -> tuple[list[int], Any]:
+    """Publish one always-failing task carrying ``attempt``; its runs and its dead letter."""
     runs: list[int] = []
 
     @app.task(name="counted", queue="counted", retry=RetryPolicy(max_attempts=4, base=0.01))
@@ -93,15 +90,17 @@ async def test_an_attempt_header_out_of_range_is_malformed_never_extra_runs(  # 
         raise RuntimeError("always")
 
     async with running(Worker(app)):
-        await publish_raw(
-            app,
-            "counted",
-            b'{"text": "x"}',
-            task="counted",
-            message_id="odd-attempt",
-            headers={wire.ATTEMPT: attempt},
-        )
+        headers = {wire.ATTEMPT: attempt}
+        await publish_raw(app, "counted", b'{"text": "x"}', task="counted", headers=headers)
         [dead] = await dead_letters(app, "counted", 1)
+    return runs, dead
+
+
+@pytest.mark.parametrize("attempt", [-5, 0, 10**12, "x", 1.5, b"\xff"])
+async def test_an_attempt_header_out_of_range_is_malformed_never_extra_runs(  # type: ignore[no-untyped-def]
+    make_app, attempt: object
+) -> None:
+    runs, dead = await run_with_attempt_header(make_app(), attempt)
     assert runs == [], "a malformed attempt header never runs the task"
     assert dead.headers[wire.REASON] == "malformed"
     assert dead.headers[wire.ERROR_TYPE] == "leveret.errors.MalformedMessage"
@@ -109,19 +108,7 @@ async def test_an_attempt_header_out_of_range_is_malformed_never_extra_runs(  # 
 
 
 async def test_an_attempt_header_in_range_counts_from_there(make_app) -> None:  # type: ignore[no-untyped-def]
-    app: App = make_app()
-    runs: list[int] = []
-
-    @app.task(name="counted", queue="counted", retry=RetryPolicy(max_attempts=4, base=0.01))
-    async def counted(note: Note, ctx: TaskContext) -> None:
-        runs.append(ctx.attempt)
-        raise RuntimeError("always")
-
-    async with running(Worker(app)):
-        await publish_raw(
-            app, "counted", b'{"text": "x"}', task="counted", headers={wire.ATTEMPT: "3"}
-        )
-        [dead] = await dead_letters(app, "counted", 1)
+    runs, dead = await run_with_attempt_header(make_app(), "3")
     assert runs == [3, 4]
     assert dead.headers[wire.REASON] == "exhausted"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiormq
 from leveret import message
-from leveret.deadletter.browse import browse
+from leveret.amqp.browse import browse
 from leveret.deadletter.codec import ExactProperties
 from pamqp.commands import Basic
 

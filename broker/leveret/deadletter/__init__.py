@@ -2,9 +2,10 @@
 
 ``DeadLetters`` is the API (``leveret.deadletter.operations``); ``leveret dlq`` is its
 command line (``leveret.cli.dlq``). Modules: ``letter`` reads one message, ``filters``
-selects, ``codec`` writes JSON lines and exact AMQP headers, ``browse`` reads a queue
-without removing anything, ``move`` replays or purges crash-safely, ``reports`` and
-``files`` hold what the operations return and how export files are written.
+selects, ``codec`` writes JSON lines and exact AMQP headers, ``move`` replays or purges
+crash-safely, ``reports`` and ``files`` hold what the operations return and how export
+files are written. Reading a queue without removing anything is AMQP work, done in
+``leveret.amqp.browse``; nothing here imports the AMQP client libraries.
 """
 
 from leveret.deadletter.codec import CodecError

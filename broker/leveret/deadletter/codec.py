@@ -28,9 +28,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from pamqp.commands import Basic
-
 from leveret.amqp.table import ExactProperties, encode_table, encode_value
+from leveret.amqp.types import Properties
 
 __all__ = ["ExactProperties", "encode_table", "encode_value"]  # re-exported
 
@@ -127,7 +126,7 @@ def _untag(tag: str, raw: Any) -> Any:
 # -- records ----------------------------------------------------------------------------
 
 
-def properties_dict(props: Basic.Properties) -> dict[str, Any]:
+def properties_dict(props: Properties) -> dict[str, Any]:
     """The basic properties that are set, without headers, as plain Python values."""
     found: dict[str, Any] = {}
     for name in PROPERTY_NAMES:
@@ -137,7 +136,7 @@ def properties_dict(props: Basic.Properties) -> dict[str, Any]:
     return found
 
 
-def dumps(queue: str, body: bytes, props: Basic.Properties) -> str:
+def dumps(queue: str, body: bytes, props: Properties) -> str:
     """One dead letter as one line of JSON (no newline)."""
     record = {
         "leveret": FORMAT,

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pamqp.commands import Basic
-
 from leveret import message, retry
+from leveret.amqp.types import Properties
 from leveret.deadletter.codec import ExactProperties, properties_dict
 from leveret.retry import DeadReason
 
@@ -93,7 +92,7 @@ class DeadLetter:
 
     queue: str
     body: bytes
-    properties: Basic.Properties
+    properties: Properties
     id: str
     task: str | None
     reason: str | None
@@ -108,7 +107,7 @@ class DeadLetter:
     origin_queue: str | None = None
 
     @classmethod
-    def parse(cls, queue: str, body: bytes, properties: Basic.Properties) -> DeadLetter:
+    def parse(cls, queue: str, body: bytes, properties: Properties) -> DeadLetter:
         """Read a message from the dead-letter queue of ``queue`` (logical name)."""
         headers: Mapping[str, Any] = properties.headers or {}
         if not isinstance(headers, Mapping):

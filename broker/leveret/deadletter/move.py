@@ -35,13 +35,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiormq
-from aio_pika.abc import AbstractConnection
-from aiormq.abc import AbstractChannel, DeliveredMessage
-from pamqp.commands import Basic
-
+from leveret.amqp.browse import IDLE, STALL, until_returned
 from leveret.amqp.publish import ConfirmPublisher
-from leveret.deadletter.browse import IDLE, STALL, close_channel, open_channel, until_returned
+from leveret.amqp.reader import CHANNEL_ERRORS, QueueReader
+from leveret.amqp.types import Connection, Delivery, Properties
 from leveret.deadletter.filters import Filter
 from leveret.deadletter.letter import DeadLetter
 
@@ -49,7 +46,7 @@ log = logging.getLogger(__name__)
 
 #: Where a selected dead letter's copy goes: (exchange, routing key, properties), or
 #: None to drop it (purge).
-Target = tuple[str, str, Basic.Properties] | None
+Target = tuple[str, str, Properties] | None
 
 
 @dataclass
@@ -88,7 +85,7 @@ class Mover:
     def __init__(
         self,
         *,
-        connection: AbstractConnection,
+        connection: Connection,
         publisher: ConfirmPublisher,
         queue: str,
         dead_queue: str,
@@ -112,7 +109,7 @@ class Mover:
         self._rate = RateLimit(rate) if rate else None
         self._prefetch = max(prefetch, 1)
         self._on_progress = on_progress
-        self._channel: AbstractChannel | None = None
+        self._reader: QueueReader | None = None
         self._stopping = False
         self._in_flight = 0
         self._done = asyncio.Event()
@@ -120,28 +117,28 @@ class Mover:
 
     async def run(self) -> MoveReport:
         report = self.report
-        channel = await open_channel(self._connection)
-        self._channel = channel
+        reader = await QueueReader.open(self._connection)
+        self._reader = reader
         try:
-            ok = await channel.queue_declare(self._dead_queue, passive=True)
-            report.total = ok.message_count or 0
+            report.total = await reader.ready(self._dead_queue)
             if report.total == 0 or self._limit == 0:
                 return report
-            await channel.basic_qos(prefetch_count=min(self._prefetch, report.total), global_=False)
-            consumer = await channel.basic_consume(self._dead_queue, self._on_message, no_ack=False)
-            await self._wait(channel)
-            if not channel.is_closed:
-                await channel.basic_cancel(str(consumer.consumer_tag))
-        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+            consumer_tag = await reader.consume(
+                self._dead_queue, self._on_message, prefetch=min(self._prefetch, report.total)
+            )
+            await self._wait(reader)
+            if not reader.is_closed:
+                await reader.cancel(consumer_tag)
+        except CHANNEL_ERRORS as exc:
             report.error = report.error or f"lost the channel to RabbitMQ ({exc})"
         finally:
             # Whatever was delivered but not handled goes back to the queue.
-            await close_channel(channel)
+            await reader.close()
         if report.total and not report.error:
             await until_returned(self._connection, self._dead_queue, report.total - report.moved)
         return report
 
-    async def _wait(self, channel: AbstractChannel) -> None:
+    async def _wait(self, reader: QueueReader) -> None:
         """Until every message counted at the start is handled, or the run stops."""
         last_scanned, quiet = -1, 0.0
         while not self._done.is_set():
@@ -150,20 +147,20 @@ class Mover:
                 return
             except TimeoutError:
                 pass
-            if channel.is_closed:
+            if reader.is_closed:
                 self.report.error = self.report.error or "the broker closed the channel"
                 return
             if self.report.scanned != last_scanned or self._in_flight:
                 last_scanned, quiet = self.report.scanned, 0.0
                 continue
             quiet += IDLE
-            ok = await channel.queue_declare(self._dead_queue, passive=True)
-            if not ok.message_count:
+            ready = await reader.ready(self._dead_queue)
+            if not ready:
                 return  # another consumer took the rest
             if quiet >= STALL:
                 self.report.error = (
                     f"no message from {self._dead_queue} for {quiet:.0f} s although "
-                    f"{ok.message_count} are ready"
+                    f"{ready} are ready"
                 )
                 return
 
@@ -172,12 +169,11 @@ class Mover:
         if (self._stopping or report.scanned >= report.total) and self._in_flight == 0:
             self._done.set()
 
-    async def _on_message(self, delivered: DeliveredMessage) -> None:
+    async def _on_message(self, delivered: Delivery) -> None:
         report = self.report
         if self._stopping or report.scanned >= report.total:
             return  # not part of this run: returned to the queue when the channel closes
         report.scanned += 1
-        tag: int = delivered.delivery.delivery_tag  # type: ignore[union-attr,assignment]
         letter = DeadLetter.parse(self._queue, delivered.body, delivered.header.properties)
         selected = self._where.matches(letter)
         if selected:
@@ -196,9 +192,9 @@ class Mover:
                 await self._publish(
                     "", self._dead_queue, letter.kept_properties(self._user), body=delivered.body
                 )
-            channel = self._channel
-            assert channel is not None
-            await channel.basic_ack(tag)
+            reader = self._reader
+            assert reader is not None
+            await reader.ack(delivered)
             if selected:
                 report.moved += 1
             else:
@@ -217,11 +213,11 @@ class Mover:
             self._finish_if_idle()
 
     async def _publish(
-        self, exchange: str, routing_key: str, props: Basic.Properties, *, body: bytes
+        self, exchange: str, routing_key: str, props: Properties, *, body: bytes
     ) -> None:
         """A confirmed, mandatory publish, one at a time per message id.
 
-        aiormq matches a returned (unroutable) message to its publish by message_id:
+        A returned (unroutable) message is matched to its publish by message_id:
         two copies with one id in flight at once could be confused, and the one that
         went nowhere reported as confirmed.
         """

@@ -23,16 +23,15 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
-import aiormq
-from aio_pika.abc import AbstractConnection
-
 from leveret import message
+from leveret.amqp.browse import browse
 from leveret.amqp.connection import Connector
 from leveret.amqp.publish import ConfirmPublisher
+from leveret.amqp.reader import count_ready
 from leveret.amqp.topology import Names
+from leveret.amqp.types import Connection
 from leveret.app import App
 from leveret.deadletter import codec
-from leveret.deadletter.browse import browse, close_channel, open_channel
 from leveret.deadletter.files import atomic_output, read_lines, settle, source_name
 from leveret.deadletter.filters import Filter
 from leveret.deadletter.letter import DeadLetter, publishable
@@ -96,19 +95,12 @@ class DeadLetters:
             )
         return list(self._known)
 
-    async def _connection(self) -> AbstractConnection:
+    async def _connection(self) -> Connection:
         return await self._connector.get()
 
     async def _queue_size(self, amqp_name: str) -> int | None:
         """Ready messages in a queue, or None when it does not exist."""
-        channel = await open_channel(await self._connection())
-        try:
-            ok = await channel.queue_declare(amqp_name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return None
-        finally:
-            await close_channel(channel)
-        return int(ok.message_count or 0)
+        return await count_ready(await self._connection(), amqp_name)
 
     async def sizes(self, where: Where = None) -> dict[str, int]:
         """Messages waiting in each dead-letter queue (queues that do not exist yet are

@@ -24,9 +24,8 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator
 
-import aiormq
-from aio_pika.abc import AbstractConnection
-from aiormq.abc import AbstractChannel, DeliveredMessage
+from leveret.amqp.reader import CHANNEL_ERRORS, QueueReader
+from leveret.amqp.types import Connection, Delivery
 
 log = logging.getLogger(__name__)
 
@@ -40,57 +39,39 @@ STALL = 30.0
 RETURN_WAIT = 2.0
 
 
-async def open_channel(connection: AbstractConnection) -> AbstractChannel:
-    wrapper = await connection.channel(publisher_confirms=False)
-    return await wrapper.get_underlay_channel()
-
-
-async def close_channel(channel: AbstractChannel) -> None:
-    """Close a channel: the broker takes back whatever it still has unacknowledged."""
-    if channel.is_closed:
-        return
-    try:
-        await channel.close()
-    except (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError):
-        log.debug("closing a channel failed", exc_info=True)
-
-
 async def browse(
-    connection: AbstractConnection, queue: str, *, window: int = WINDOW
-) -> AsyncGenerator[DeliveredMessage, None]:
+    connection: Connection, queue: str, *, window: int = WINDOW
+) -> AsyncGenerator[Delivery, None]:
     """Each message the queue held at the start, once, in order; none is removed.
 
     Close the iterator (``contextlib.aclosing``) when done early: the messages come
     back when its channel closes.
     """
-    channel = await open_channel(connection)
+    reader = await QueueReader.open(connection)
     total = 0
     try:
-        ok = await channel.queue_declare(queue, passive=True)
-        total = ok.message_count or 0
-        inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+        total = await reader.ready(queue)
+        inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         seen = 0
         while seen < total:
             quota = min(window, total - seen)
-            await channel.basic_qos(prefetch_count=quota, global_=False)
-            consumer = await channel.basic_consume(queue, inbox.put, no_ack=False)
-            consumer_tag = str(consumer.consumer_tag)
+            consumer_tag = await reader.consume(queue, inbox.put, prefetch=quota)
             got = 0
             while got < quota:
-                delivered = await _next(channel, queue, inbox)
+                delivered = await _next(reader, queue, inbox)
                 if delivered is None:
                     return
                 got += 1
                 seen += 1
                 yield delivered
-            await channel.basic_cancel(consumer_tag)
+            await reader.cancel(consumer_tag)
     finally:
-        await close_channel(channel)
+        await reader.close()
         if total:
             await until_returned(connection, queue, total)
 
 
-async def until_returned(connection: AbstractConnection, queue: str, total: int) -> None:
+async def until_returned(connection: Connection, queue: str, total: int) -> None:
     """Wait (briefly) until ``queue`` shows ``total`` ready messages again.
 
     Messages a closed channel held come back to a classic queue before the close
@@ -98,23 +79,20 @@ async def until_returned(connection: AbstractConnection, queue: str, total: int)
     replay after a listing) would count the queue short and leave some for its next
     run.
     """
-    channel = await open_channel(connection)
+    reader = await QueueReader.open(connection)
     try:
         deadline = asyncio.get_running_loop().time() + RETURN_WAIT
         while asyncio.get_running_loop().time() < deadline:
-            ok = await channel.queue_declare(queue, passive=True)
-            if (ok.message_count or 0) >= total:
+            if await reader.ready(queue) >= total:
                 return
             await asyncio.sleep(0.01)
-    except (aiormq.exceptions.AMQPError, ConnectionError):
+    except CHANNEL_ERRORS:
         pass  # gone or unreachable: nothing to wait for
     finally:
-        await close_channel(channel)
+        await reader.close()
 
 
-async def _next(
-    channel: AbstractChannel, queue: str, inbox: asyncio.Queue[DeliveredMessage]
-) -> DeliveredMessage | None:
+async def _next(reader: QueueReader, queue: str, inbox: asyncio.Queue[Delivery]) -> Delivery | None:
     """The next delivery, or None once the broker has nothing left for us."""
     waited = 0.0
     while True:
@@ -122,14 +100,14 @@ async def _next(
             return await asyncio.wait_for(inbox.get(), IDLE)
         except TimeoutError:
             waited += IDLE
-        ok = await channel.queue_declare(queue, passive=True)
-        if not ok.message_count:
+        ready = await reader.ready(queue)
+        if not ready:
             return None  # someone else took the rest
         if waited >= STALL:
             log.warning(
                 "no message from %s for %.0f s although %d are ready; stopping the browse",
                 queue,
                 waited,
-                ok.message_count,
+                ready,
             )
             return None

@@ -14,15 +14,11 @@ names: the runtime uses nothing else of the layer.
 
 from __future__ import annotations
 
-from aio_pika.abc import AbstractConnection as Connection
-from aiormq.abc import DeliveredMessage as Delivery
 from aiormq.exceptions import AMQPChannelError as ChannelError
 from aiormq.exceptions import AMQPError
 from aiormq.exceptions import ChannelAccessRefused as ChannelAccessRefused
-from pamqp.commands import Basic
 
-#: The properties of an AMQP message (content type, message id, headers, ...).
-Properties = Basic.Properties
+from leveret.amqp.types import Connection, Delivery, Properties
 
 __all__ = [
     "AMQPError",

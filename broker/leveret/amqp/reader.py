@@ -15,6 +15,7 @@ from typing import Any
 
 import aiormq
 from aiormq.abc import AbstractChannel
+
 from leveret.amqp.types import Connection, Delivery
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from leveret.amqp import AMQPError
+from leveret.amqp.connection import CONNECTION_ERRORS
 from leveret.cli import check, dlq, tasks, worker
 from leveret.cli.common import error
 from leveret.errors import LeveretError
@@ -38,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
         # Any of ours, from any command: one line saying what to do, exit 2 (usage).
         error(str(exc))
         return 2
+    except CONNECTION_ERRORS as exc:
+        error(
+            f"lost the connection to RabbitMQ ({type(exc).__name__}: {exc}); "
+            "check the broker and run the command again"
+        )
+        return 1
+    except AMQPError as exc:
+        error(f"RabbitMQ refused the operation ({type(exc).__name__}: {exc})")
+        return 1
     except KeyboardInterrupt:
         return 130
     return code

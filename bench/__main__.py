@@ -10,12 +10,12 @@ import time
 import uuid
 from pathlib import Path
 
-from leveret.ops.discovery import LocalNode, find_broker
 from rich.console import Console
 
 from bench import machine, report
 from bench.harness import Harness
 from bench.scenarios import FULL, QUICK, SCENARIOS, Row
+from leveret.ops.discovery import LocalNode, find_broker
 
 console = Console(width=170)
 

@@ -7,10 +7,10 @@ worker's; ``bench.worker`` runs it.
 
 from __future__ import annotations
 
-from leveret import App, RetryPolicy, Task, TaskContext
 from pydantic import BaseModel
 
 from bench.probe import probe
+from leveret import App, RetryPolicy, Task, TaskContext
 
 
 class Job(BaseModel):

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import aiormq
-from leveret import App, Task
-from leveret.amqp.topology import Names
 
 from bench import apps, probe
+from leveret import App, Task
+from leveret.amqp.topology import Names
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUES = ("work", "latency", "rawlatency", "retry", "delays")

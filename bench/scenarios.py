@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aio_pika
-from leveret import App
 
 from bench import apps, raw, worker
 from bench.harness import BenchError, Harness, Report, WorkerProc
+from leveret import App
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,8 @@ import os
 import signal
 from typing import Any
 
-from leveret import Worker
-
 from bench.apps import app
+from leveret import Worker
 
 #: Where Sentry sends envelopes in the bench: a port nothing listens on, on this host.
 SENTRY_DSN = "http://bench@127.0.0.1:9/1"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from leveret import Task
 from pydantic import BaseModel, Field
+
+from leveret import Task
 
 
 class LineItem(BaseModel):

@@ -24,14 +24,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import aio_pika
-from leveret import App, BrokerUnavailable
-from leveret.amqp.connection import mask_url
-from leveret.amqp.topology import Topology
-from leveret.ops.discovery import find_broker
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from leveret import App, BrokerUnavailable
+from leveret.amqp.connection import mask_url
+from leveret.amqp.topology import Topology
+from leveret.ops.discovery import find_broker
 from tasks.contracts import ALL, LineItem, Receipt, Thumbnail, make_thumbnail, send_receipt
 
 console = Console()

@@ -11,7 +11,6 @@ import os
 import time
 
 from leveret import App, RetryPolicy, TaskContext
-
 from tasks.contracts import Receipt, Thumbnail, make_thumbnail, send_receipt
 
 app = App(app_id="demo")

@@ -13,10 +13,10 @@ from typing import Any
 
 import aio_pika
 import pytest
+
 from leveret import App, Settings
 from leveret.amqp.topology import Topology
 from leveret.ops.discovery import Found, find_broker
-
 from tests.helpers import Output
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiormq
+from pamqp.commands import Basic
+
 from leveret import message
 from leveret.amqp.browse import browse
 from leveret.deadletter.codec import ExactProperties
-from pamqp.commands import Basic
-
 from tests.conftest import ROOT
 
 

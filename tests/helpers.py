@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 import aio_pika
+
 from leveret import App, Worker
 
 

@@ -4,6 +4,7 @@
     ├── ConfigError            settings or task definitions that cannot work
     ├── InvalidArgument        a priority, delay or time a send cannot use (a ValueError too)
     ├── BrokerUnavailable      no connection to RabbitMQ within the deadline
+    ├── IncompatibleClient     the installed aiormq, aio-pika or pamqp changed shape
     ├── TopologyMismatch       a queue or exchange exists with other arguments
     ├── AccessRefused          the RabbitMQ user lacks a permission it needs
     ├── PublishError           a send that RabbitMQ did not take
@@ -47,6 +48,13 @@ class InvalidArgument(LeveretError, ValueError):
 
 class BrokerUnavailable(LeveretError):
     """RabbitMQ did not answer within the connect deadline."""
+
+
+class IncompatibleClient(LeveretError):
+    """The installed aiormq, aio-pika or pamqp lacks a detail leveret relies on.
+
+    Install the versions ``pyproject.toml`` allows (``pip install leveret`` does).
+    """
 
 
 class TopologyMismatch(LeveretError):

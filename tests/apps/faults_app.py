@@ -13,9 +13,9 @@ import os
 import signal
 import time
 
-from leveret import App, RetryPolicy, Settings, Task, TaskContext
 from pydantic import BaseModel
 
+from leveret import App, RetryPolicy, Settings, Task, TaskContext
 from tests.faults.ledger import append_line
 
 QUEUE = "work"

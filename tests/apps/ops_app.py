@@ -11,8 +11,9 @@ import logging
 import os
 import time
 
-from leveret import App, Permanent, RetryPolicy, Task, TaskContext
 from pydantic import BaseModel
+
+from leveret import App, Permanent, RetryPolicy, Task, TaskContext
 
 app = App(app_id="ops-tests")
 

@@ -20,13 +20,13 @@ import uuid
 from collections.abc import Callable
 
 import sentry_sdk
+from pydantic import BaseModel
+
 from leveret import App, Middleware, Worker
 from leveret.ops.discovery import find_broker
 from leveret.ops.logs import TaskLog, configure
 from leveret.ops.metrics import Metrics
 from leveret.ops.sentry import SentryMiddleware
-from pydantic import BaseModel
-
 from tests.conftest import delete_namespace
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from leveret.ops.discovery import free_port
 from leveret.ops.health import probe
-
 from tests.helpers import Output
 
 __all__ = ["Output", "events", "free_port", "ledger", "metric", "scrape", "status", "wait_status"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import time
 
-from leveret import App, Task, TaskContext
 from pydantic import BaseModel
+
+from leveret import App, Task, TaskContext
 
 
 class Dose(BaseModel):

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-from leveret import App, Task, TaskContext
 from pydantic import BaseModel
+
+from leveret import App, Task, TaskContext
 
 
 class Job(BaseModel):

@@ -6,7 +6,6 @@ from urllib.parse import urlsplit
 
 from leveret.amqp.topology import Names
 from leveret.cli.common import load_app
-
 from tests.deploy.support import (
     Doc,
     environment,

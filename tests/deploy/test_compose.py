@@ -14,10 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
+
 from leveret import Settings
 from leveret.amqp.topology import Names
 from leveret.cli.common import load_app
-
 from tests.conftest import delete_namespace
 from tests.deploy import contract
 from tests.deploy.support import DEPLOY, ROOT, load_yaml

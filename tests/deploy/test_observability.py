@@ -10,9 +10,9 @@ from typing import Any
 
 import promql_parser as promql
 import pytest
+
 from leveret.amqp.topology import Names
 from leveret.cli.common import load_app
-
 from tests.deploy import contract
 from tests.deploy.support import (
     DEPLOY,

@@ -8,7 +8,6 @@ from dataclasses import replace
 from leveret import Settings
 from leveret.amqp.topology import Names, work_queue_arguments
 from leveret.cli.common import load_app
-
 from tests.deploy.support import (
     Doc,
     config_map,

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from leveret import AccessRefused, App, Settings
 from leveret.amqp.topology import Names
 from leveret.cli.common import load_app
 from leveret.ops.discovery import LocalNode, free_port, port_open
-
 from tests.deploy import contract
 from tests.deploy.support import DEPLOY, Doc, config_map, of_kind, one, overlay
 

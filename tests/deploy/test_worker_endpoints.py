@@ -15,9 +15,9 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
+
 from leveret import Settings
 from leveret.ops.discovery import free_port
-
 from tests.conftest import ROOT, delete_namespace
 from tests.deploy import contract
 from tests.deploy.support import K8S, config_map, render

@@ -5,9 +5,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import pytest
+
 from leveret import Settings
 from leveret.cli.common import load_app
-
 from tests.deploy import contract
 from tests.deploy.support import (
     OVERLAYS,

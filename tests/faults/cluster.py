@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from leveret.ops.discovery import free_port, port_open
-
 from tests.faults.proxy import FaultProxy, Upstream
 
 SBIN = Path(

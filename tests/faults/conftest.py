@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from leveret import Settings
 from leveret.ops.discovery import LocalNode, free_port, port_open
-
 from tests.apps.faults_app import QUEUE
 from tests.faults.cluster import Cluster, ensure_nft, netns_available
 from tests.faults.scenario import FULL, RESULTS, Scenario, delete_namespace

@@ -18,9 +18,9 @@ from typing import Any
 
 import aio_pika
 import aiormq
+
 from leveret import App, LeveretError, Settings
 from leveret.amqp.topology import Names
-
 from tests.apps.faults_app import QUEUE, Job, build, job
 from tests.faults.ledger import Ledger, Verdict
 from tests.faults.workers import Workers

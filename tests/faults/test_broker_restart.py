@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from leveret import App, NotConfirmed
 from leveret.ops.discovery import LocalNode
-
 from tests.apps.ops_app import Sleep, slow
 from tests.apps.ops_support import (
     Output,

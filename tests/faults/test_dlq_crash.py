@@ -9,8 +9,8 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from leveret import App
 
+from leveret import App
 from tests.dlq_support import dead_letter, fill, ids_in, popen_cli, queue_size
 
 COUNT = 2000

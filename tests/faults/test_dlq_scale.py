@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 
 import psutil
 import pytest
-from leveret import NO_RETRY, App, Outcome, Task, Worker, message
-from leveret.deadletter import DeadLetters
 from pamqp.commands import Basic
 from pydantic import BaseModel
 
+from leveret import NO_RETRY, App, Outcome, Task, Worker, message
+from leveret.deadletter import DeadLetters
 from tests.dlq_support import dead_letter, fast_traceback, fill, popen_cli, queue_size
 from tests.helpers import running, wait_for
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import aio_pika
 import pytest
+
 from leveret import NotConfirmed
 from leveret.ops.metrics import Metrics
-
 from tests.apps.faults_app import QUEUE, job
 from tests.faults.conftest import SingleNode
 from tests.faults.proxy import CHANNEL_CLOSE, FaultProxy, Upstream

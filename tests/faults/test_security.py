@@ -18,11 +18,11 @@ from pathlib import Path
 import aio_pika
 import aiormq
 import pytest
+from pydantic import ValidationError
+
 from leveret import App, BrokerUnavailable, NotConfirmed, PayloadTooLarge, Settings
 from leveret.amqp.topology import Names
 from leveret.ops.discovery import free_port
-from pydantic import ValidationError
-
 from tests.apps.faults_app import QUEUE, Job, job
 from tests.faults.conftest import SingleNode
 from tests.faults.proxy import FaultProxy, Upstream

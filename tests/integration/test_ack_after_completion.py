@@ -7,7 +7,6 @@ import signal
 from pathlib import Path
 
 from leveret import App
-
 from tests.apps.spine import Job, job
 from tests.helpers import wait_for
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import aio_pika
-from leveret import App, Task, Worker
-from leveret import message as wire
 from pydantic import BaseModel, Field
 
+from leveret import App, Task, Worker
+from leveret import message as wire
 from tests.helpers import dead_letters, running, wait_for
 
 

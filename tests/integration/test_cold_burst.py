@@ -8,8 +8,9 @@ from typing import Any
 
 import aiormq
 import pytest
-from leveret import App, Task, Unroutable
 from pydantic import BaseModel
+
+from leveret import App, Task, Unroutable
 
 
 class Ping(BaseModel):

@@ -8,9 +8,9 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from leveret import App, Task, Worker
 from pydantic import BaseModel
 
+from leveret import App, Task, Worker
 from tests.helpers import running, wait_for
 
 

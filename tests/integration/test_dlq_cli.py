@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from leveret import App
 from leveret.deadletter.codec import ExactProperties
-
 from tests.dlq_support import cli, dead_letter, fill, ids_in, queue_size
 
 #: The app ``--app tests.integration.test_dlq_cli:cli_app`` loads (namespace from env).

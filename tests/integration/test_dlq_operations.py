@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+
 from leveret import App, Outcome, Permanent, RetryPolicy, Task, TaskContext, Worker, message
 from leveret.deadletter import DeadLetters
 from leveret.deadletter.codec import ExactProperties
 from leveret.errors import ConfigError, QueueNotFound
-from pydantic import BaseModel
-
 from tests.conftest import delete_namespace
 from tests.dlq_support import dead_letter, fill, ids_in, peek, queue_size
 from tests.helpers import running, wait_for

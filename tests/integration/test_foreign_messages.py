@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+
 from leveret import App, ConfigError, RetryPolicy, Task, TaskContext, Worker
 from leveret import message as wire
 from leveret.amqp.table import ExactProperties
-from pydantic import BaseModel
-
 from tests.helpers import dead_letters, running, wait_for
 
 

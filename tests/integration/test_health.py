@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
+from pydantic import BaseModel
+
 from leveret import App, Worker
 from leveret.ops.health import HealthServer, probe, worker_routes
 from leveret.ops.metrics import Metrics
-from pydantic import BaseModel
-
 from tests.apps.ops_app import Sleep, block
 from tests.apps.ops_support import Output, events, free_port, wait_status
 from tests.helpers import running, wait_for

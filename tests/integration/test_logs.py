@@ -13,7 +13,6 @@ from pathlib import Path
 
 from leveret import App, Outcome, TaskContext
 from leveret.ops.logs import JsonFormatter, TaskLog, TextFormatter, configure, mask
-
 from tests.apps.ops_app import Sleep, chatty, fail, slow
 from tests.apps.ops_support import Output, events, free_port, wait_status
 from tests.helpers import wait_for

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from leveret import App, Permanent, RetryPolicy, Worker
-from leveret.ops.health import HealthServer, worker_routes
-from leveret.ops.metrics import Metrics, merge
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel
 
+from leveret import App, Permanent, RetryPolicy, Worker
+from leveret.ops.health import HealthServer, worker_routes
+from leveret.ops.metrics import Metrics, merge
 from tests.apps.ops_support import metric, scrape
 from tests.helpers import running, wait_for
 

@@ -7,10 +7,10 @@ from collections import Counter
 from typing import Any
 
 import aio_pika
-from leveret import App, Middleware, Outcome, RetryPolicy, TaskContext, Worker
-from leveret import message as wire
 from pydantic import BaseModel
 
+from leveret import App, Middleware, Outcome, RetryPolicy, TaskContext, Worker
+from leveret import message as wire
 from tests.helpers import running, wait_for
 
 TASKS = 2000

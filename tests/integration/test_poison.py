@@ -10,9 +10,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
+
 from leveret import App, Task
 from leveret.amqp.topology import Names
-
 from tests.apps.poison import Dose, classic_dose, dose
 from tests.apps.poison import app as poison_app
 from tests.helpers import Output, wait_for

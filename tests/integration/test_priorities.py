@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from leveret import App, Task, Worker
 from pydantic import BaseModel
 
+from leveret import App, Task, Worker
 from tests.helpers import running, wait_for
 
 

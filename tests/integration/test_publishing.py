@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from leveret import App, PayloadInvalid, PayloadTooLarge, Task, Unroutable
 from pydantic import BaseModel
+
+from leveret import App, PayloadInvalid, PayloadTooLarge, Task, Unroutable
 
 
 class Ping(BaseModel):

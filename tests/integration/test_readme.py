@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from leveret import App
 from leveret.cli import parser
-
 from tests.conftest import ROOT
 from tests.dlq_support import dead_letter, fill
 from tests.helpers import Output

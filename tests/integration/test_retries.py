@@ -6,10 +6,10 @@ import itertools
 import time
 
 import pytest
-from leveret import App, Permanent, Retry, RetryPolicy, TaskContext, Worker
-from leveret import message as wire
 from pydantic import BaseModel
 
+from leveret import App, Permanent, Retry, RetryPolicy, TaskContext, Worker
+from leveret import message as wire
 from tests.helpers import dead_letters, running, wait_for
 
 

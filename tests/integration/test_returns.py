@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import aio_pika
+from pydantic import BaseModel
+
 from leveret import App, TaskContext, Worker
 from leveret.amqp.topology import Names
 from leveret.ops.metrics import Metrics
-from pydantic import BaseModel
-
 from tests.helpers import dead_letters, running, wait_for
 
 LIMIT = 3

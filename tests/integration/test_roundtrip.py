@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
-from leveret import App, Task, TaskContext, Worker
 from pydantic import BaseModel
 
+from leveret import App, Task, TaskContext, Worker
 from tests.helpers import running, wait_for
 
 

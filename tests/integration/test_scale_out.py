@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from leveret import App
 
+from leveret import App
 from tests.apps.spine import Job, job
 from tests.helpers import Output, wait_for
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import sentry_sdk
-from leveret import App, RetryPolicy, Worker
-from leveret.ops.sentry import SentryMiddleware
 from pydantic import BaseModel
 
+from leveret import App, RetryPolicy, Worker
+from leveret.ops.sentry import SentryMiddleware
 from tests.apps.ops_app import Sleep, fail
 from tests.apps.ops_sentry import Envelopes
 from tests.apps.ops_support import Output, events, free_port, wait_status

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from leveret import App
 
+from leveret import App
 from tests.apps.ops_app import Sleep, slow, slow_sync
 from tests.apps.ops_support import Output, events, free_port, ledger, metric, scrape, wait_status
 from tests.helpers import wait_for

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from leveret import NO_RETRY, App, Task, Worker
-from leveret import time_limits as deadlines
 from pydantic import BaseModel
 
+from leveret import NO_RETRY, App, Task, Worker
+from leveret import time_limits as deadlines
 from tests.helpers import running, wait_for
 
 

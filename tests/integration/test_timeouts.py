@@ -6,10 +6,10 @@ import asyncio
 import time
 
 import pytest
-from leveret import NO_RETRY, App, ConfigError, Task, Worker
-from leveret import message as wire
 from pydantic import BaseModel
 
+from leveret import NO_RETRY, App, ConfigError, Task, Worker
+from leveret import message as wire
 from tests.helpers import dead_letters, running
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from leveret import App, Task, TopologyMismatch
 from pydantic import BaseModel
+
+from leveret import App, Task, TopologyMismatch
 
 
 class Noop(BaseModel):

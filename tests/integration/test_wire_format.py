@@ -8,9 +8,9 @@ exchange ``<namespace>.tasks``, routing key = queue name, ``type`` = task name,
 from __future__ import annotations
 
 import aio_pika
-from leveret import App, Task, TaskContext, Worker
 from pydantic import BaseModel
 
+from leveret import App, Task, TaskContext, Worker
 from tests.helpers import running, wait_for
 
 

@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pamqp import decode as amqp_decode
+from pamqp.commands import Basic
+
 from leveret.deadletter.codec import (
     CodecError,
     ExactProperties,
@@ -20,8 +23,6 @@ from leveret.deadletter.codec import (
     loads,
     to_json,
 )
-from pamqp import decode as amqp_decode
-from pamqp.commands import Basic
 
 keys = st.text(min_size=1, max_size=20).filter(lambda k: len(k.encode()) <= 128)
 scalars = st.one_of(

@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pamqp.commands import Basic
+
 from leveret import message, retry
 from leveret.deadletter import DeadLetter, Filter, parse_age
 from leveret.deadletter.letter import REASONS
 from leveret.errors import ConfigError
-from pamqp.commands import Basic
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pamqp.commands import Basic
+
 from leveret import message
 from leveret.deadletter import DeadLetter
-from pamqp.commands import Basic
 
 WHEN = datetime(2024, 5, 1, 12, 0, 5, tzinfo=UTC)
 

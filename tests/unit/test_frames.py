@@ -10,10 +10,11 @@ import pamqp.frame
 import pytest
 from aiormq.connection import FrameReceiver
 from aiormq.exceptions import AMQPConnectionError, InvalidFrameError, ProtocolSyntaxError
-from leveret.amqp import frames_in as frames
 from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
+
+from leveret.amqp import compat
 
 DELIVERY = [
     Basic.Deliver(consumer_tag="ctag", delivery_tag=7, exchange="x", routing_key="q"),
@@ -32,7 +33,7 @@ async def read_all(data: list[bytes], count: int) -> list[object]:
     for chunk in data:
         reader.feed_data(chunk)
     reader.feed_eof()
-    return [await frames.get_frame(receiver) for _ in range(count)]
+    return [await compat.get_frame(receiver) for _ in range(count)]
 
 
 async def test_frames_are_read_as_aiormq_reads_them() -> None:
@@ -42,7 +43,8 @@ async def test_frames_are_read_as_aiormq_reads_them() -> None:
     reader.feed_eof()
     stock = FrameReceiver(reader)
     stock.started = True
-    theirs = [await frames._STOCK(stock) for _ in range(3)]  # type: ignore[misc]
+    assert compat.STOCK_GET_FRAME is not None
+    theirs = [await compat.STOCK_GET_FRAME(stock) for _ in range(3)]
 
     def wire(got: list[object]) -> list[tuple[int, int, bytes]]:
         return [(n, ch, pamqp.frame.marshal(f, ch)) for n, ch, f in got]  # type: ignore[misc]
@@ -67,15 +69,21 @@ async def test_a_protocol_header_instead_of_a_frame_is_refused() -> None:
     reader = asyncio.StreamReader()
     reader.feed_data(b"AMQP\x00\x00\x09\x01")
     with pytest.raises(ProtocolSyntaxError):
-        await frames.get_frame(FrameReceiver(reader))
+        await compat.get_frame(FrameReceiver(reader))
 
 
 def test_install_replaces_and_uninstall_restores() -> None:
-    assert frames.install()
-    assert FrameReceiver.get_frame is frames.get_frame
-    frames.uninstall()
-    assert FrameReceiver.get_frame is frames._STOCK
-    frames.install()
+    was_installed = compat.frame_reader_installed()
+    try:
+        assert compat.install_frame_reader()
+        assert FrameReceiver.get_frame is compat.get_frame
+        compat.uninstall_frame_reader()
+        assert FrameReceiver.get_frame is compat.STOCK_GET_FRAME
+    finally:  # as the connections of this test run expect it
+        if was_installed:
+            compat.install_frame_reader()
+        else:
+            compat.uninstall_frame_reader()
 
 
 async def decoded_both(frame: object, channel: int = 3) -> tuple[Any, Any]:
@@ -84,7 +92,7 @@ async def decoded_both(frame: object, channel: int = 3) -> tuple[Any, Any]:
     reader.feed_data(wire)
     receiver = FrameReceiver(reader)
     receiver.started = True
-    ours = await frames.get_frame(receiver)
+    ours = await compat.get_frame(receiver)
     return ours, pamqp.frame.unmarshal(wire)
 
 
@@ -165,4 +173,4 @@ async def test_a_bad_frame_end_is_an_invalid_frame() -> None:
     receiver = FrameReceiver(reader)
     receiver.started = True
     with pytest.raises(InvalidFrameError):
-        await frames.get_frame(receiver)
+        await compat.get_frame(receiver)

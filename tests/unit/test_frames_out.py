@@ -7,10 +7,11 @@ from typing import Any
 
 import pamqp.frame
 import pytest
-from leveret.amqp import frames_out
 from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
+
+from leveret.amqp import frames_out
 
 HEADERS: list[dict[str, Any] | None] = [
     None,

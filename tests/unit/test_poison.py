@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from leveret import message
 from leveret.poison import ALONE_AFTER, Isolation, runs_alone
 

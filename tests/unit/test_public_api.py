@@ -7,8 +7,9 @@ import importlib
 import re
 from pathlib import Path
 
-import leveret
 import pytest
+
+import leveret
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "deploy" / "README.md"]

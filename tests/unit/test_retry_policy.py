@@ -6,6 +6,7 @@ import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from leveret import ConfigError, Permanent, Retry, RetryPolicy
 from leveret.retry import DeadReason
 

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from leveret import App, InvalidArgument, LeveretError, PayloadInvalid, Retry, Task
 from pydantic import BaseModel
+
+from leveret import App, InvalidArgument, LeveretError, PayloadInvalid, Retry, Task
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Nothing listens here: a test that reached the broker would fail, not pass.

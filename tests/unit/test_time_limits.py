@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from leveret import time_limits as deadlines
 from leveret.time_limits import Deadlines
 

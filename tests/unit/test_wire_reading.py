@@ -7,8 +7,9 @@ import gzip
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from leveret import message as wire
 from pamqp.commands import Basic
+
+from leveret import message as wire
 
 
 @given(st.integers(min_value=1, max_value=wire.MAX_ATTEMPT))

@@ -27,17 +27,11 @@ from tenacity import (
     stop_never,
 )
 
-from leveret.amqp import frames_in as frames
+from leveret.amqp import compat
 from leveret.errors import BrokerUnavailable
 from leveret.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# aiormq gives up on a silent broker only after 3 x (heartbeat + 1) s, checked every
-# heartbeat / 2 s: 18-20 s with a 5 s heartbeat (measured behind a black-holing
-# proxy). RabbitMQ drops a silent client after two heartbeat intervals; do the same,
-# so a dead peer is noticed within three heartbeats (12-14 s for 5 s).
-aiormq.Connection.HEARTBEAT_GRACE_MULTIPLIER = 2
 
 #: What a lost or refused connection raises, in aio-pika, aiormq and asyncio.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -63,11 +57,7 @@ def is_open(connection: AbstractConnection) -> bool:
     closes the connection (a restart, a forced close) it stays False. The AMQP
     connection underneath knows.
     """
-    if connection.is_closed:
-        return False
-    transport = getattr(connection, "transport", None)
-    underlay = getattr(transport, "connection", None)
-    return underlay is not None and not underlay.is_closed
+    return not connection.is_closed and compat.underlay_open(connection)
 
 
 def worker_identity() -> str:
@@ -115,7 +105,6 @@ class Connector:
     """Hands out a live connection; one connect at a time, however many callers."""
 
     def __init__(self, settings: Settings, *, name: str = "leveret") -> None:
-        frames.install()  # cheaper frame reading for every aiormq connection
         self.settings = settings
         self.name = name
         self._connection: AbstractConnection | None = None
@@ -158,6 +147,7 @@ class Connector:
             return self._connection
 
     async def _connect(self, deadline: float | None) -> AbstractConnection:
+        compat.prepare()  # the frame reader and heartbeat grace, before aiormq's first connection
         limit = self.settings.connect_deadline if deadline is None else deadline
         urls = self.settings.urls
         masked = ", ".join(mask_url(url) for url in urls)

@@ -3,7 +3,9 @@
 Every delivery is settled only after the worker says so. Finished deliveries are
 acknowledged once per event-loop turn: everything below the oldest still-running
 delivery with one ``multiple=True`` ack, anything above it one by one, so a slow task
-never holds back the acks of fast ones (nor their prefetch slots).
+never holds back the acks of fast ones (nor their prefetch slots). The ack frames go
+straight onto the connection's write queue (through ``leveret.amqp.compat``), or through
+``basic_ack`` where that queue is not what compat expects.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from collections.abc import Awaitable, Callable
 from enum import Enum
 
 import aiormq
+import pamqp.frame
 from aio_pika.abc import AbstractConnection
-from aiormq.abc import AbstractChannel, ChannelFrame, DeliveredMessage
+from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
+
+from leveret.amqp import compat
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ class Acker:
 
     def __init__(self, channel: AbstractChannel) -> None:
         self._channel = channel
+        self._writer = compat.frame_writer(channel)
         self._running: set[int] = set()
         self._finished: list[int] = []
         self._flush_scheduled = False
@@ -88,13 +94,10 @@ class Acker:
         channel = self._channel
         if channel.is_closed:
             return  # the broker requeues whatever this channel had unacked
-        try:
-            # One frame straight onto the connection's write queue: no task, no drain
-            # wait; basic_ack() would cost a coroutine per ack on the hot path.
-            channel.write_queue.put_nowait(  # type: ignore[attr-defined]
-                ChannelFrame.marshall(channel_number=channel.number, frames=[frame])
-            )
-        except asyncio.QueueFull:
+        # One frame straight onto the connection's write queue: no task, no drain wait;
+        # basic_ack() would cost a coroutine per ack on the hot path.
+        writer = self._writer
+        if writer is None or not writer.write((pamqp.frame.marshal(frame, channel.number),)):
             asyncio.get_running_loop().create_task(self._send_slowly(frame))
 
     async def _send_slowly(self, frame: Basic.Ack | Basic.Nack) -> None:

@@ -10,21 +10,19 @@ per-field dispatch; the headers table still goes through pamqp's decoder, and
 anything unusual (or malformed) through pamqp's whole path, so the objects and errors
 aiormq gets are the ones pamqp would give it.
 
-``install()`` replaces ``aiormq.connection.FrameReceiver.get_frame`` for the whole
-process (aiormq has no per-connection hook for it), and only if that class still has
-the shape this was written against; otherwise it leaves aiormq alone.
+Nothing here touches aiormq's internals: ``leveret.amqp.compat`` puts ``read`` behind
+aiormq's frame receiver, once it has checked that pamqp's frame classes still have
+the slots filled here (``DELIVER_FIELDS``, ``PROPERTY_FIELDS``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import struct
 from datetime import UTC, datetime
 from typing import Any
 
 import pamqp.frame
-from aiormq import connection as _connection
 from aiormq.exceptions import AMQPConnectionError, InvalidFrameError, ProtocolSyntaxError
 from pamqp import decode as pamqp_decode
 from pamqp.body import ContentBody
@@ -32,21 +30,17 @@ from pamqp.commands import Basic
 from pamqp.exceptions import PAMQPException
 from pamqp.header import ContentHeader
 
-_STOCK = getattr(getattr(_connection, "FrameReceiver", None), "get_frame", None)
 
+async def read(reader: asyncio.StreamReader, *, started: bool = True) -> tuple[int, int, Any]:
+    """One frame from the stream: (bytes consumed, channel, frame).
 
-async def get_frame(self: Any) -> tuple[int, int, Any]:
-    """One frame from the connection: (bytes consumed, channel, frame)."""
-    reader: asyncio.StreamReader = self.reader
-    if reader.at_eof():
-        del self.reader
-        raise StopAsyncIteration
+    Until ``started``, an AMQP protocol header (a broker refusing our protocol
+    version) is an error, as aiormq's own reader makes it.
+    """
     try:
         head = await reader.readexactly(7)  # type, channel, payload size
-        if not self.started:
-            if head.startswith(b"AMQP"):
-                raise ProtocolSyntaxError("Unexpected AMQP protocol header")
-            self.started = True
+        if not started and head.startswith(b"AMQP"):
+            raise ProtocolSyntaxError("Unexpected AMQP protocol header")
         rest = await reader.readexactly(int.from_bytes(head[3:7], "big") + 1)
     except asyncio.IncompleteReadError as exc:
         raise AMQPConnectionError(
@@ -77,6 +71,25 @@ async def get_frame(self: Any) -> tuple[int, int, Any]:
     return result
 
 
+#: The slots of pamqp's ``Basic.Deliver`` and ``Basic.Properties`` that are filled here,
+#: in pamqp's order; frames built with fewer or other ones would not be pamqp's.
+DELIVER_FIELDS = ("consumer_tag", "delivery_tag", "redelivered", "exchange", "routing_key")
+PROPERTY_FIELDS = (
+    "content_type",
+    "content_encoding",
+    "headers",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "message_type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
 _DELIVER = b"\x00\x3c\x00\x3c"  # basic.deliver
 _HEADER = struct.Struct(">HHQH")  # class id, weight, body size, property flags
 _U64 = struct.Struct(">Q")
@@ -91,7 +104,7 @@ _LATER_STRINGS = (
     ("message_id", 0x0080),
 )
 #: What pamqp leaves in a property the message does not carry (None, but cluster_id "").
-_ABSENT = {name: getattr(Basic.Properties(), name) for name in Basic.Properties.__slots__}
+_ABSENT = {name: getattr(Basic.Properties(), name, None) for name in PROPERTY_FIELDS}
 _LAST_STRINGS = (
     ("message_type", 0x0020),
     ("user_id", 0x0010),
@@ -175,24 +188,3 @@ def content_header(payload: bytes) -> ContentHeader | None:
     header = ContentHeader(weight, body_size, props)
     header.class_id = class_id
     return header
-
-
-def install() -> bool:
-    """Use ``get_frame`` for every aiormq connection; False if aiormq has changed shape.
-
-    ``LEVERET_STOCK_FRAMES=1`` keeps aiormq's own reader (to rule this one out).
-    """
-    if os.environ.get("LEVERET_STOCK_FRAMES", "").lower() in ("1", "true", "yes"):
-        return False
-    receiver = getattr(_connection, "FrameReceiver", None)
-    if receiver is None or _STOCK is None or not hasattr(receiver, "__anext__"):
-        return False
-    receiver.get_frame = get_frame
-    return True
-
-
-def uninstall() -> None:
-    """Back to aiormq's own reader (for comparisons)."""
-    receiver = getattr(_connection, "FrameReceiver", None)
-    if receiver is not None and _STOCK is not None:
-        receiver.get_frame = _STOCK

@@ -4,7 +4,9 @@ All publishes share one confirm channel and wait for their own confirms side by
 side. The messages published in one event-loop turn are written as one frame
 (``Batcher``): aiormq's ``basic_publish`` holds the channel lock until each message
 has been handed to the socket, which lets only one message through per loop turn
-and made ``send_many`` slower than a plain aio-pika loop. After a failure the
+and made ``send_many`` slower than a plain aio-pika loop. (The batcher registers
+confirms in the channel's private state, through ``leveret.amqp.compat``; where that
+state is not what compat expects, ``basic_publish`` is used.) After a failure the
 channel that failed is set aside and a fresh one is used (after a quorum leader failover one
 channel was seen nacking every publish for minutes while fresh ones worked), within
 a bounded deadline; then the error is raised.
@@ -17,13 +19,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import aiormq
-from aiormq.abc import AbstractChannel, ChannelFrame, ConfirmationFrameType
+from aiormq.abc import AbstractChannel, ConfirmationFrameType
 from pamqp.commands import Basic
 
-from leveret.amqp import frames_out
+from leveret.amqp import compat, frames_out
 from leveret.amqp.connection import CONNECTION_ERRORS, Connector
 from leveret.amqp.topology import access_refused
 from leveret.errors import BrokerUnavailable, NotConfirmed, Unroutable
@@ -33,15 +34,6 @@ log = logging.getLogger(__name__)
 
 #: Failures after which a fresh channel may succeed (CancelledError: see below).
 RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncio.CancelledError)
-
-
-#: What the batcher needs of an aiormq channel; without it, ``basic_publish`` is used.
-_CHANNEL_INTERNALS = (
-    "delivery_tag",
-    "confirmations",
-    "message_id_delivery_tag",
-    "max_content_size",
-)
 
 
 class Batcher:
@@ -54,32 +46,29 @@ class Batcher:
     publish on this channel must go through here.
     """
 
-    def __init__(self, channel: AbstractChannel) -> None:
+    def __init__(self, channel: AbstractChannel, writer: compat.ConfirmWriter) -> None:
         self.channel = channel
+        self._writer = writer
         self._frames: list[bytes] = []
         self._scheduled = False
 
-    @staticmethod
-    def supports(channel: AbstractChannel) -> bool:
-        return all(hasattr(channel, name) for name in _CHANNEL_INTERNALS)
+    @classmethod
+    def open(cls, channel: AbstractChannel) -> Batcher | None:
+        """A batcher for ``channel``, or None if its aiormq lacks what one needs."""
+        writer = compat.confirm_writer(channel)
+        return None if writer is None else cls(channel, writer)
 
     def publish(
         self, exchange: str, routing_key: str, body: bytes, properties: Basic.Properties
     ) -> asyncio.Future[ConfirmationFrameType]:
-        ch: Any = self.channel
+        writer = self._writer
         if not properties.message_id:
             properties.message_id = uuid.uuid4().hex  # returns are matched by message id
         # Encode first: a message that cannot be encoded must not take a delivery tag.
         frames = frames_out.publish(
-            ch.number, exchange, routing_key, body, properties, ch.max_content_size
+            self.channel.number, exchange, routing_key, body, properties, writer.max_content_size
         )
-        ch.delivery_tag += 1
-        tag: int = ch.delivery_tag
-        confirmation: asyncio.Future[ConfirmationFrameType] = ch.create_future()
-        ch.confirmations[tag] = confirmation
-        message_id = properties.message_id
-        ch.message_id_delivery_tag[message_id] = tag
-        confirmation.add_done_callback(_forget(ch.message_id_delivery_tag, message_id, tag))
+        confirmation = writer.confirmation(properties.message_id)
         self._frames += frames
         if not self._scheduled:
             # The first message of a loop turn goes out at once, adding no latency to a
@@ -92,28 +81,17 @@ class Batcher:
 
     def flush(self) -> None:
         self._scheduled = False
-        ch: Any = self.channel
         if not self._frames:
             return
-        if ch.is_closed:
+        if self.channel.is_closed:
             self._frames = []  # closing the channel rejected their confirmations
             return
-        queue: asyncio.Queue[ChannelFrame] = ch.write_queue
-        if queue.full():
+        if not self._writer.write(self._frames):
             # Keep them, in order, until the connection's writer has taken some.
             self._scheduled = True
             asyncio.get_running_loop().call_later(0.0005, self.flush)
             return
-        frames, self._frames = self._frames, []
-        queue.put_nowait(ChannelFrame(payload=b"".join(frames), should_close=False))
-
-
-def _forget(ids: dict[str, int], message_id: str, tag: int) -> Callable[[object], None]:
-    def forget(_: object) -> None:
-        if ids.get(message_id) == tag:
-            del ids[message_id]
-
-    return forget
+        self._frames = []
 
 
 class ConfirmPublisher:
@@ -139,7 +117,7 @@ class ConfirmPublisher:
             connection = await self._connector.get(deadline=remaining)
             wrapper = await connection.channel(publisher_confirms=True, on_return_raises=True)
             channel = await wrapper.get_underlay_channel()
-            self._batcher = Batcher(channel) if Batcher.supports(channel) else None
+            self._batcher = Batcher.open(channel)
             self._channel = channel
             return channel
 

@@ -12,14 +12,10 @@ import os
 import time
 
 from leveret import App, Permanent, RetryPolicy, Task, TaskContext
-from pydantic import BaseModel
+
+from tests.support.models import Sleep
 
 app = App(app_id="ops-tests")
-
-
-class Sleep(BaseModel):
-    seconds: float
-
 
 slow = Task("ops.slow", Sleep, queue="ops")
 slow_sync = Task("ops.slow_sync", Sleep, queue="ops")

@@ -81,7 +81,8 @@ def prod() -> list[Doc]:
 
 
 @pytest.fixture(scope="module")
-def node(prod: list[Doc]) -> Iterator[PluginNode]:
+def plugin_node(prod: list[Doc]) -> Iterator[PluginNode]:
+    """A node of this module's own, with the plugins and the prod overlay's users."""
     cluster = one(prod, "RabbitmqCluster")["spec"]["rabbitmq"]["additionalConfig"]
     laptop = (DEPLOY / "compose" / "rabbitmq" / "rabbitmq.conf").read_text()
     management, prometheus = free_port(), free_port()
@@ -167,9 +168,9 @@ def management_queue(node: PluginNode, vhost: str, queue: str) -> tuple[int, dic
 
 
 async def test_worker_user_declares_and_sends_through_the_delay_ladder(
-    node: PluginNode, prod: list[Doc]
+    plugin_node: PluginNode, prod: list[Doc]
 ) -> None:
-    app = worker_app(node, prod)
+    app = worker_app(plugin_node, prod)
     try:
         await app.declare()
         for task in app.contracts.values():
@@ -182,7 +183,7 @@ async def test_worker_user_declares_and_sends_through_the_delay_ladder(
     vhost = config_map(prod, "leveret-worker-config")["AMQP_VHOST"]
     for queue in app.queues:
         for _ in range(100):
-            _, info = management_queue(node, vhost, names.work_queue(queue))
+            _, info = management_queue(plugin_node, vhost, names.work_queue(queue))
             if info.get("messages") == 2:
                 break
             await asyncio.sleep(0.1)
@@ -191,18 +192,20 @@ async def test_worker_user_declares_and_sends_through_the_delay_ladder(
 
 
 async def test_keda_user_reads_queue_lengths_but_cannot_publish(
-    node: PluginNode, prod: list[Doc]
+    plugin_node: PluginNode, prod: list[Doc]
 ) -> None:
     vhost = one(prod, "Vhost")["spec"]["name"]
     for scaled in of_kind(prod, "ScaledObject"):
         for trigger in scaled["spec"]["triggers"]:
-            status, info = management_queue(node, vhost, trigger["metadata"]["queueName"])
+            status, info = management_queue(plugin_node, vhost, trigger["metadata"]["queueName"])
             assert status == 200, info
             assert {"messages", "messages_ready", "messages_unacknowledged"} <= set(info)
-    url = f"http://127.0.0.1:{node.management_port}/api/vhosts"
+    url = f"http://127.0.0.1:{plugin_node.management_port}/api/vhosts"
     visible = json.loads(http(url, "leveret-keda", PASSWORDS["leveret-keda"])[1])
     assert [v["name"] for v in visible] == [vhost]
-    app = App(url=f"amqp://leveret-keda:{PASSWORDS['leveret-keda']}@127.0.0.1:{node.port}/leveret")
+    app = App(
+        url=f"amqp://leveret-keda:{PASSWORDS['leveret-keda']}@127.0.0.1:{plugin_node.port}/leveret"
+    )
     try:
         with pytest.raises(AccessRefused, match="ACCESS_REFUSED"):
             await app.declare([])
@@ -210,27 +213,29 @@ async def test_keda_user_reads_queue_lengths_but_cannot_publish(
         await app.close()
 
 
-def test_policy_lands_on_work_and_delay_queues_only(node: PluginNode, prod: list[Doc]) -> None:
+def test_policy_lands_on_work_and_delay_queues_only(
+    plugin_node: PluginNode, prod: list[Doc]
+) -> None:
     policy = one(prod, "Policy")["spec"]
     names = Names(config_map(prod, "leveret-worker-config")["LEVERET_NAMESPACE"])
     for queue in ("emails", "images"):
         assert (
-            management_queue(node, policy["vhost"], names.work_queue(queue))[1]["policy"]
+            management_queue(plugin_node, policy["vhost"], names.work_queue(queue))[1]["policy"]
             == (policy["name"])
         )
-        dead = management_queue(node, policy["vhost"], names.dead_queue(queue))[1]
+        dead = management_queue(plugin_node, policy["vhost"], names.dead_queue(queue))[1]
         assert not dead.get("policy")
     assert (
-        management_queue(node, policy["vhost"], names.delay_level(0))[1]["policy"]
+        management_queue(plugin_node, policy["vhost"], names.delay_level(0))[1]["policy"]
         == (policy["name"])
     )
 
 
-def test_metrics_the_alerts_use_are_exported(node: PluginNode, prod: list[Doc]) -> None:
+def test_metrics_the_alerts_use_are_exported(plugin_node: PluginNode, prod: list[Doc]) -> None:
     monitor = one(prod, "ServiceMonitor")["spec"]
     endpoint = next(e for e in monitor["endpoints"] if e["path"] == "/metrics/detailed")
     query = urllib.parse.urlencode(endpoint["params"], doseq=True)
-    url = f"http://127.0.0.1:{node.prometheus_port}{endpoint['path']}?{query}"
+    url = f"http://127.0.0.1:{plugin_node.prometheus_port}{endpoint['path']}?{query}"
     status, text = http(url)
     assert status == 200
     exported = {line.split("{")[0] for line in text.splitlines() if not line.startswith("#")}
@@ -240,8 +245,10 @@ def test_metrics_the_alerts_use_are_exported(node: PluginNode, prod: list[Doc]) 
     assert 'vhost="leveret"' in text
 
 
-def test_consumer_timeout_is_what_the_workers_are_told(node: PluginNode, prod: list[Doc]) -> None:
-    effective = node.ctl("eval", "application:get_env(rabbit, consumer_timeout).").strip()
+def test_consumer_timeout_is_what_the_workers_are_told(
+    plugin_node: PluginNode, prod: list[Doc]
+) -> None:
+    effective = plugin_node.ctl("eval", "application:get_env(rabbit, consumer_timeout).").strip()
     seconds = float(config_map(prod, "leveret-worker-config")["LEVERET_CONSUMER_TIMEOUT"])
     assert effective == f"{{ok,{int(seconds * 1000)}}}"
 

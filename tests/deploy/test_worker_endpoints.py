@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 
 import pytest
 from leveret import Settings
 from leveret.ops.discovery import free_port
 
-from tests.conftest import ROOT, delete_namespace
 from tests.deploy import contract
 from tests.deploy.support import K8S, config_map, render
+from tests.support import ROOT
+from tests.support.amqp import delete_namespace
+from tests.support.workers import Spawn
 
 
 def get(url: str) -> tuple[int, str]:
@@ -61,7 +61,7 @@ async def test_worker_serves_probes_and_metrics_and_drains_on_sigterm(
         return
     amqp_url: str = request.getfixturevalue("amqp_url")
     namespace: str = request.getfixturevalue("namespace")
-    spawn: Callable[..., subprocess.Popen[bytes]] = request.getfixturevalue("spawn_worker")
+    spawn: Spawn = request.getfixturevalue("spawn_worker")
 
     env = dict(config_map(render(K8S / "base"), "leveret-worker-config").items())
     port = free_port()

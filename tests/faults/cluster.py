@@ -33,6 +33,7 @@ from pathlib import Path
 from leveret.ops.discovery import free_port, port_open
 
 from tests.faults.proxy import FaultProxy, Upstream
+from tests.support.processes import alive
 
 SBIN = Path(
     os.path.realpath(shutil.which("rabbitmq-server") or "/usr/lib/rabbitmq/bin/rabbitmq-server")
@@ -249,7 +250,7 @@ class Cluster:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
+            while alive(pid):
                 time.sleep(0.05)
         if node.process is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -318,7 +319,7 @@ class Cluster:
 
     def running(self, index: int) -> bool:
         pid = self.nodes[index].beam_pid()
-        return pid is not None and _alive(pid)
+        return pid is not None and alive(pid)
 
     def ctl(self, index: int, *args: str, timeout: float = 90, tool: str = "rabbitmqctl") -> str:
         node = self.nodes[index]
@@ -540,15 +541,3 @@ class Cluster:
             upstream = Upstream(port=node.amqp_port)
         node.proxy = FaultProxy(upstream, name=f"proxy-{node.letter}").start()
         node.admin = FaultProxy(upstream, name=f"admin-{node.letter}").start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"

@@ -9,11 +9,9 @@ from typing import Any
 import aiormq
 import pytest
 from leveret import App, Task, Unroutable
-from pydantic import BaseModel
 
-
-class Ping(BaseModel):
-    n: int
+from tests.support.amqp import queue_size
+from tests.support.models import Job as Ping
 
 
 class ChannelCount:
@@ -31,14 +29,7 @@ class ChannelCount:
 
 
 async def queue_depth(app: App, queue: str) -> int:
-    connection = await app.connector.get()
-    channel = await connection.channel()
-    try:
-        declared = await channel.declare_queue(app.sender.names.work_queue(queue), passive=True)
-        assert declared.declaration_result.message_count is not None
-        return declared.declaration_result.message_count
-    finally:
-        await channel.close()
+    return await queue_size(app.settings.url, app.sender.names.work_queue(queue))
 
 
 async def declared_elsewhere(make_app: Callable[..., App], task: Task[Ping]) -> App:

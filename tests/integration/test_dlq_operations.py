@@ -17,15 +17,12 @@ from leveret import App, Outcome, Permanent, RetryPolicy, Task, TaskContext, Wor
 from leveret.deadletter import DeadLetters
 from leveret.deadletter.codec import ExactProperties
 from leveret.errors import ConfigError, QueueNotFound
-from pydantic import BaseModel
 
-from tests.conftest import delete_namespace
-from tests.dlq_support import dead_letter, fill, ids_in, peek, queue_size
-from tests.helpers import running, wait_for
-
-
-class Job(BaseModel):
-    n: int
+from tests.support.amqp import delete_namespace, fill, ids_in, peek, queue_size
+from tests.support.deadletters import dead_letter
+from tests.support.models import Job
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 
 class SmtpDown(Exception):

@@ -12,7 +12,9 @@ from leveret import message as wire
 from leveret.amqp.table import ExactProperties
 from pydantic import BaseModel
 
-from tests.helpers import dead_letters, running, wait_for
+from tests.support.deadletters import dead_letters
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 
 class Note(BaseModel):

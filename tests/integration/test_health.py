@@ -5,39 +5,28 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
 from leveret import App, Worker
+from leveret.ops.discovery import free_port
 from leveret.ops.health import HealthServer, probe, worker_routes
 from leveret.ops.metrics import Metrics
-from pydantic import BaseModel
 
-from tests.apps.ops_app import Sleep, block
-from tests.apps.ops_support import Output, events, free_port, wait_status
-from tests.helpers import running, wait_for
-
-Spawn = Callable[..., subprocess.Popen[bytes]]
-
-
-class Ping(BaseModel):
-    n: int
+from tests.apps.ops_app import block
+from tests.support.models import Job as Ping
+from tests.support.models import Sleep
+from tests.support.ops import events, wait_status
+from tests.support.processes import Output, leveret_command
+from tests.support.waiting import wait_for
+from tests.support.workers import Spawn, running
 
 
 async def check(port: int, *args: str) -> int:
     """Exit code of ``leveret check`` run as an exec probe would run it."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "leveret",
-        "check",
-        "--port",
-        str(port),
-        "--timeout",
-        "1",
-        *args,
+        *leveret_command("check", "--port", str(port), "--timeout", "1", *args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

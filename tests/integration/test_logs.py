@@ -7,18 +7,19 @@ import io
 import json
 import logging
 import signal
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from leveret import App, Outcome, TaskContext
+from leveret.ops.discovery import free_port
 from leveret.ops.logs import JsonFormatter, TaskLog, TextFormatter, configure, mask
 
-from tests.apps.ops_app import Sleep, chatty, fail, slow
-from tests.apps.ops_support import Output, events, free_port, wait_status
-from tests.helpers import wait_for
-
-Spawn = Callable[..., subprocess.Popen[bytes]]
+from tests.apps.ops_app import chatty, fail, slow
+from tests.support.models import Sleep
+from tests.support.ops import events, wait_status
+from tests.support.processes import Output
+from tests.support.waiting import wait_for
+from tests.support.workers import Spawn
 
 
 async def run_workload(

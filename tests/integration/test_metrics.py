@@ -9,16 +9,13 @@ from leveret import App, Permanent, RetryPolicy, Worker
 from leveret.ops.health import HealthServer, worker_routes
 from leveret.ops.metrics import Metrics, merge
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel
 
-from tests.apps.ops_support import metric, scrape
-from tests.helpers import running, wait_for
+from tests.support.models import Job
+from tests.support.ops import metric, scrape
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 FAST = RetryPolicy(max_attempts=2, base=0.01, jitter="none")
-
-
-class Job(BaseModel):
-    n: int
 
 
 async def test_counts_after_a_known_workload(make_app: Callable[..., App]) -> None:

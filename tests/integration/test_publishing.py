@@ -8,9 +8,7 @@ import pytest
 from leveret import App, PayloadInvalid, PayloadTooLarge, Task, Unroutable
 from pydantic import BaseModel
 
-
-class Ping(BaseModel):
-    n: int
+from tests.support.models import Job as Ping
 
 
 async def test_send_to_a_queue_nobody_declared_raises_unroutable(make_app) -> None:  # type: ignore[no-untyped-def]

@@ -24,9 +24,10 @@ import pytest
 from leveret import App
 from leveret.cli import parser
 
-from tests.conftest import ROOT
-from tests.dlq_support import dead_letter, fill
-from tests.helpers import Output
+from tests.support import ROOT
+from tests.support.amqp import fill
+from tests.support.deadletters import dead_letter
+from tests.support.processes import Output
 
 README = ROOT / "README.md"
 

@@ -10,7 +10,9 @@ from leveret import App, Permanent, Retry, RetryPolicy, TaskContext, Worker
 from leveret import message as wire
 from pydantic import BaseModel
 
-from tests.helpers import dead_letters, running, wait_for
+from tests.support.deadletters import dead_letters
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 
 class Work(BaseModel):

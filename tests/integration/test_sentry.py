@@ -5,26 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sentry_sdk
 from leveret import App, RetryPolicy, Worker
+from leveret.ops.discovery import free_port
 from leveret.ops.sentry import SentryMiddleware
-from pydantic import BaseModel
 
-from tests.apps.ops_app import Sleep, fail
+from tests.apps.ops_app import fail
 from tests.apps.ops_sentry import Envelopes
-from tests.apps.ops_support import Output, events, free_port, wait_status
-from tests.helpers import running, wait_for
+from tests.support.models import Job, Sleep
+from tests.support.ops import events, wait_status
+from tests.support.processes import Output
+from tests.support.waiting import wait_for
+from tests.support.workers import Spawn, running
 
 FAST = RetryPolicy(max_attempts=2, base=0.01, jitter="none")
-
-
-class Job(BaseModel):
-    n: int
 
 
 @pytest.fixture
@@ -136,7 +134,7 @@ async def test_report_retries_reports_every_failed_attempt(
 
 async def test_worker_sentry_dsn_flag(
     make_app: Callable[..., App],
-    spawn_worker: Callable[..., subprocess.Popen[bytes]],
+    spawn_worker: Spawn,
     ingest: Envelopes,
     tmp_path: Path,
 ) -> None:

@@ -12,13 +12,17 @@ from pathlib import Path
 import psutil
 import pytest
 from leveret import App
+from leveret.ops.discovery import free_port
 
-from tests.apps.ops_app import Sleep, slow, slow_sync
-from tests.apps.ops_support import Output, events, free_port, ledger, metric, scrape, wait_status
-from tests.helpers import wait_for
+from tests.apps.ops_app import slow, slow_sync
+from tests.support.amqp import queue_size
+from tests.support.models import Sleep
+from tests.support.ops import events, ledger, metric, scrape, wait_status
+from tests.support.processes import Output
+from tests.support.waiting import wait_for
+from tests.support.workers import Spawn
 
 APP = "tests.apps.ops_app:app"
-Spawn = Callable[..., subprocess.Popen[bytes]]
 
 
 async def start(
@@ -39,14 +43,7 @@ async def exited(proc: subprocess.Popen[bytes], within: float) -> int:
 
 
 async def queued(app: App, queue: str) -> int:
-    connection = await app.connector.get()
-    channel = await connection.channel()
-    try:
-        raw = await channel.get_underlay_channel()
-        ok = await raw.queue_declare(app.sender.names.work_queue(queue), passive=True)
-        return int(ok.message_count or 0)
-    finally:
-        await channel.close()
+    return await queue_size(app.settings.url, app.sender.names.work_queue(queue))
 
 
 async def test_sigterm_lets_running_tasks_finish_and_takes_no_new_ones(

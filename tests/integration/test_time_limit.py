@@ -7,13 +7,10 @@ import asyncio
 import pytest
 from leveret import NO_RETRY, App, Task, Worker
 from leveret import time_limits as deadlines
-from pydantic import BaseModel
 
-from tests.helpers import running, wait_for
-
-
-class Nap(BaseModel):
-    seconds: float
+from tests.support.models import Sleep as Nap
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 
 @pytest.mark.parametrize("swept", [False, True], ids=["asyncio-timeout", "swept"])

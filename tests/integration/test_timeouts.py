@@ -8,13 +8,10 @@ import time
 import pytest
 from leveret import NO_RETRY, App, ConfigError, Task, Worker
 from leveret import message as wire
-from pydantic import BaseModel
 
-from tests.helpers import dead_letters, running
-
-
-class Nap(BaseModel):
-    seconds: float
+from tests.support.deadletters import dead_letters
+from tests.support.models import Sleep as Nap
+from tests.support.workers import running
 
 
 async def test_async_and_sync_handlers_time_out(make_app) -> None:  # type: ignore[no-untyped-def]

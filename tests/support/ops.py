@@ -1,4 +1,5 @@
-"""What the operations tests share: reading a worker's output, probing its endpoints."""
+"""For tests of the operations edge: a worker's health and metrics endpoints, and the
+ledger that tests.apps.ops_app writes from inside worker processes."""
 
 from __future__ import annotations
 
@@ -7,12 +8,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from leveret.ops.discovery import free_port
 from leveret.ops.health import probe
 
-from tests.helpers import Output
-
-__all__ = ["Output", "events", "free_port", "ledger", "metric", "scrape", "status", "wait_status"]
+from tests.support.waiting import PATIENCE
 
 
 def ledger(path: Path) -> list[tuple[str, str, bool]]:
@@ -39,7 +37,7 @@ async def status(port: int, path: str) -> int | None:
     return code
 
 
-async def wait_status(port: int, path: str, expected: int, within: float = 30.0) -> None:
+async def wait_status(port: int, path: str, expected: int, within: float = PATIENCE) -> None:
     deadline = time.monotonic() + within
     last: int | None = None
     while time.monotonic() < deadline:
@@ -51,7 +49,7 @@ async def wait_status(port: int, path: str, expected: int, within: float = 30.0)
 
 
 async def scrape(port: int) -> str:
-    code, body = await probe("127.0.0.1", port, "/metrics", 5.0)
+    code, body = await probe("127.0.0.1", port, "/metrics", 30.0)
     assert code == 200
     return body.decode()
 

@@ -20,12 +20,13 @@ from tests.deploy import contract
 from tests.deploy.support import K8S, config_map, render
 from tests.support import ROOT
 from tests.support.amqp import delete_namespace
+from tests.support.waiting import wait_for
 from tests.support.workers import Spawn
 
 
 def get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=10) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, ""
@@ -75,10 +76,10 @@ async def test_worker_serves_probes_and_metrics_and_drains_on_sigterm(
     base = f"http://127.0.0.1:{port}"
     worker = spawn(env["LEVERET_APP"], env=env)
     try:
-        for _ in range(300):
-            if get(base + contract.READINESS_PATH)[0] == 200 or worker.poll() is not None:
-                break
-            await asyncio.sleep(0.1)
+        await wait_for(
+            lambda: get(base + contract.READINESS_PATH)[0] == 200 or worker.poll() is not None,
+            every=0.1,
+        )
         assert worker.poll() is None, "the worker exited while starting"
         assert get(base + contract.READINESS_PATH)[0] == 200
         assert get(base + contract.LIVENESS_PATH)[0] == 200

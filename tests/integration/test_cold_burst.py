@@ -12,6 +12,7 @@ from leveret import App, Task, Unroutable
 
 from tests.support.amqp import queue_size
 from tests.support.models import Job as Ping
+from tests.support.waiting import wait_for
 
 
 class ChannelCount:
@@ -83,10 +84,11 @@ async def test_concurrent_first_delayed_sends_check_the_queue_once(
 
     assert len(set(ids)) == 50
     assert channels.opened <= 4  # and one to check that the queue exists
-    deadline = asyncio.get_running_loop().time() + 10
-    while await queue_depth(setup, "cold-delayed") < 50:
-        assert asyncio.get_running_loop().time() < deadline, "delayed sends did not arrive"
-        await asyncio.sleep(0.05)
+
+    async def arrived() -> bool:
+        return await queue_depth(setup, "cold-delayed") >= 50
+
+    await wait_for(arrived, what="delayed sends did not arrive")
 
 
 async def test_a_failed_setup_reaches_every_waiter_and_the_next_call_tries_again(

@@ -303,10 +303,7 @@ async def test_delivery_limit_dead_letters_from_a_quorum_queue(make_app) -> None
         async def arrived() -> bool:
             return (await dead.sizes())["qq"] == 1
 
-        for _ in range(100):
-            if await arrived():
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(arrived, what="the quorum queue dead-letters at its delivery limit")
         (letter,) = await dead.letters()
         assert letter.id == task_id
         assert letter.reason == "delivery-limit"

@@ -26,7 +26,7 @@ from tests.support.workers import Spawn, running
 async def check(port: int, *args: str) -> int:
     """Exit code of ``leveret check`` run as an exec probe would run it."""
     proc = await asyncio.create_subprocess_exec(
-        *leveret_command("check", "--port", str(port), "--timeout", "1", *args),
+        *leveret_command("check", "--port", str(port), "--timeout", "5", *args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -97,7 +97,7 @@ async def test_consumer_cancelled_by_the_broker_is_resubscribed(
             assert worker.consumers["other"] is untouched, "the other queue's consumer carried on"
 
             await app.declare(["health"])
-            await wait_for(lambda: worker.ready, timeout=15)
+            await wait_for(lambda: worker.ready)
             assert (await probe("127.0.0.1", server.port, "/readyz"))[0] == 200
             await app.send(ping, Ping(n=7))
             await app.send(other, Ping(n=8))
@@ -111,9 +111,13 @@ async def test_blocked_loop_fails_liveness(
     make_app: Callable[..., App], spawn_worker: Spawn, tmp_path: Path
 ) -> None:
     path = tmp_path / "ledger"
+    release = tmp_path / "release"
     port = free_port()
     proc = spawn_worker(
-        "tests.apps.ops_app:app", "--health-port", str(port), env={"OPS_LEDGER": str(path)}
+        "tests.apps.ops_app:app",
+        "--health-port",
+        str(port),
+        env={"OPS_LEDGER": str(path), "OPS_RELEASE": str(release)},
     )
     output = Output(proc)
     await wait_status(port, "/readyz", 200)
@@ -122,9 +126,10 @@ async def test_blocked_loop_fails_liveness(
 
     app = make_app()
     app.add(block)
-    await app.send(block, Sleep(seconds=4))
+    await app.send(block, Sleep(seconds=50))  # blocked until released
     await wait_for(lambda: events(path)["start"] == 1)
     assert await check(port, "--live") == 1, "a blocked loop cannot answer"
+    release.touch()
     await wait_for(lambda: events(path)["done"] == 1)
     assert await check(port, "--live") == 0
     proc.send_signal(signal.SIGTERM)

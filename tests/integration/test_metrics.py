@@ -72,7 +72,7 @@ async def test_counts_after_a_known_workload(make_app: Callable[..., App]) -> No
             assert metric(text, "leveret_worker_ready") == 1
             gate.set()
             await wait_for(lambda: finished.count("held") == 3)
-            await asyncio.sleep(0.05)
+            await wait_for(lambda: held_recorded(metrics), what="the held tasks' outcomes")
             text = await scrape(server.port)
     finally:
         await server.close()
@@ -101,6 +101,13 @@ async def test_counts_after_a_known_workload(make_app: Callable[..., App]) -> No
     assert metric(text, "leveret_publish_confirm_seconds_count") == 12 + 3 + 4
     assert metric(text, "leveret_reconnects_total") == 0
     assert "_created" not in text
+
+
+def held_recorded(metrics: Metrics) -> bool:
+    """The held tasks' ends are counted: a handler returns before its outcome is."""
+    text = metrics.render().decode()
+    done = metric(text, "leveret_task_duration_seconds_count", task="m.held", queue="held")
+    return done == 3 and metric(text, "leveret_tasks_in_progress", queue="held") == 0
 
 
 def metric_sum(metrics: Metrics, name: str) -> float:

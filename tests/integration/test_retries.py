@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 
@@ -33,14 +34,14 @@ async def test_fails_four_times_then_succeeds_with_backoff_gaps(make_app) -> Non
     async with running(Worker(app)):
         task_id = await app.send(flaky, Work(fail_times=4))
         await wait_for(lambda: len(runs) == 5, timeout=30)
-        time.sleep(0.5)  # noqa: ASYNC251 - a sixth run would show up here
+        await asyncio.sleep(0.5)  # a sixth run would show up here
 
     assert len(runs) == 5
     assert [a for _, a, _ in runs] == [1, 2, 3, 4, 5]
     assert {i for _, _, i in runs} == {task_id}, "the task id is kept across retries"
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(runs)]
     for gap, intended in zip(gaps, [0.2, 0.4, 0.8, 1.6], strict=True):
-        assert intended <= gap <= intended + 1.5, (gaps, "never early, within a generous bound")
+        assert intended <= gap <= intended + 3.0, (gaps, "never early, within a generous bound")
 
 
 async def test_failing_forever_ends_in_dead_letters_with_all_fields(make_app) -> None:  # type: ignore[no-untyped-def]
@@ -107,7 +108,7 @@ async def test_retry_exception_sets_the_delay(make_app) -> None:  # type: ignore
     async with running(Worker(app)):
         await app.send(later, Work())
         await wait_for(lambda: len(runs) == 2, timeout=15)
-    assert 0.7 <= runs[1] - runs[0] <= 2.5
+    assert 0.7 <= runs[1] - runs[0] <= 0.7 + 3.0
 
 
 @pytest.mark.parametrize("delay_queue_type", ["quorum"])

@@ -63,7 +63,7 @@ async def test_dead_letter_reported_with_tags_and_trace_joins_the_sender(
             flaky_id = await app.send(flaky, Job(n=2))
         await wait_for(lambda: len(done) == 4)
         await wait_for(lambda: len(ingest.of_type("transaction")) >= 1)
-    sentry_sdk.flush(timeout=5)
+    sentry_sdk.flush(timeout=30)
 
     errors = ingest.of_type("event")
     assert len(errors) == 1, "one event: the dead letter; no event for the retry that recovered"
@@ -126,7 +126,7 @@ async def test_report_retries_reports_every_failed_attempt(
     async with running(Worker(app, concurrency=4)):
         await app.send(flaky, Job(n=2))
         await wait_for(lambda: len(done) == 2)
-    sentry_sdk.flush(timeout=5)
+    sentry_sdk.flush(timeout=30)
     errors = ingest.of_type("event")
     assert [e["tags"]["task.attempt"] for e in errors] == ["1"]
     assert not ingest.of_type("transaction"), "no tracing without a sample rate"

@@ -55,7 +55,7 @@ async def test_sigterm_lets_running_tasks_finish_and_takes_no_new_ones(
     )
     app = make_app()
     app.add(slow)
-    await app.send_many(slow, [Sleep(seconds=2.0)] * 10)
+    await app.send_many(slow, [Sleep(seconds=5.0)] * 10)  # long enough to see it unready
     await wait_for(lambda: events(path)["start"] == 10)
 
     proc.send_signal(signal.SIGTERM)
@@ -87,12 +87,14 @@ async def test_tasks_longer_than_the_timeout_are_redelivered_to_another_worker(
     ids = await app.send_many(slow, [Sleep(seconds=4.0)] * 2)
     ids += await app.send_many(slow_sync, [Sleep(seconds=4.0)] * 2)
     await wait_for(lambda: events(path)["start"] == 4)
-    second, _, _ = await start(spawn_worker, path, "--concurrency", "4")
 
     first.send_signal(signal.SIGTERM)
     started = time.monotonic()
     code = await exited(first, 30)
     took = time.monotonic() - started
+    # Started only now: however long a start takes, the tasks can only reach it
+    # through the first worker letting go of them.
+    second, _, _ = await start(spawn_worker, path, "--concurrency", "4")
 
     assert code == 0, output.text
     assert took < 30, f"exited {took:.1f} s after SIGTERM"
@@ -117,10 +119,10 @@ async def test_second_sigint_exits_at_once(
     await wait_for(lambda: events(path)["start"] == 1)
 
     proc.send_signal(signal.SIGINT)
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: "SIGINT received" in output.text, what="the first SIGINT is seen")
     assert proc.poll() is None, "the first SIGINT drains"
     proc.send_signal(signal.SIGINT)
-    assert await exited(proc, 10) == 130, output.text
+    assert await exited(proc, 30) == 130, output.text
     assert await queued(app, "ops") == 1, "the unfinished task went back to the queue"
 
 

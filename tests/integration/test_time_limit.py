@@ -21,13 +21,13 @@ async def test_slow_task_is_dead_lettered_as_timeout(make_app, monkeypatch, swep
     nap = Task("naps.take", Nap, queue="naps")
     finished: list[float] = []
 
-    @app.handle(nap, retry=NO_RETRY, timeout=0.3)
+    @app.handle(nap, retry=NO_RETRY, timeout=2.0)
     async def take(n: Nap) -> None:
         await asyncio.sleep(n.seconds)
         finished.append(n.seconds)
 
     async with running(Worker(app, concurrency=4)) as worker:
-        await app.send(nap, Nap(seconds=5))
+        await app.send(nap, Nap(seconds=30))
         await app.send(nap, Nap(seconds=0.01))
         await wait_for(lambda: sum(worker.counts.values()) == 2)
     assert finished == [0.01]

@@ -83,26 +83,14 @@ def netns_available() -> str | None:
 
 def ensure_nft() -> str | None:
     """None if nftables is usable (installing it with apt-get if missing), else why not."""
-    if shutil.which("nft") is None and shutil.which("apt-get") is not None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "nftables"],
-            env=env,
-            capture_output=True,
-            timeout=300,
-            check=False,
-        )
-        if shutil.which("nft") is None:
-            subprocess.run(
-                ["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300, check=False
-            )
-            subprocess.run(
-                ["apt-get", "install", "-y", "-qq", "nftables"],
-                env=env,
-                capture_output=True,
-                timeout=300,
-                check=False,
-            )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "nftables"]
+    # Installed from the package lists there are; only if that fails, refreshed first.
+    for steps in ([install], [["apt-get", "update", "-qq"], install]):
+        if shutil.which("nft") is not None or shutil.which("apt-get") is None:
+            break
+        for step in steps:
+            subprocess.run(step, env=env, capture_output=True, timeout=300, check=False)
     if shutil.which("nft") is None:
         return "nftables (`nft`) is not installed and apt-get could not install it"
     return None

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 from leveret import App, NotConfirmed
-from leveret.ops.discovery import LocalNode, free_port
+from leveret.ops.discovery import LocalNode
 
 from tests.apps.ops_app import slow
 from tests.support.models import Sleep
-from tests.support.ops import events, ledger, metric, scrape, status, wait_status
-from tests.support.processes import Output
+from tests.support.ops import events, ledger, metric, scrape, start_ops_worker, status, wait_status
 from tests.support.waiting import wait_for
 from tests.support.workers import Spawn
 
@@ -48,17 +47,9 @@ async def test_worker_and_producer_ride_out_a_broker_restart(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "ledger"
-    port = free_port()
-    worker = spawn_worker(
-        "tests.apps.ops_app:app",
-        "--health-port",
-        str(port),
-        "--concurrency",
-        "8",
-        env={"LEVERET_URL": private_node.url, "OPS_LEDGER": str(path)},
+    worker, output, port = await start_ops_worker(
+        spawn_worker, path, "--concurrency", "8", env={"LEVERET_URL": private_node.url}
     )
-    output = Output(worker)
-    await wait_status(port, "/readyz", 200)
 
     producer = App(url=private_node.url, namespace=namespace, publish_deadline=60.0)
     producer.add(slow)

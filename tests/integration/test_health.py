@@ -17,7 +17,7 @@ from leveret.ops.metrics import Metrics
 from tests.apps.ops_app import block
 from tests.support.models import Job as Ping
 from tests.support.models import Sleep
-from tests.support.ops import events, wait_status
+from tests.support.ops import events, start_ops_worker, wait_status
 from tests.support.processes import Output, leveret_command
 from tests.support.waiting import wait_for
 from tests.support.workers import Spawn, running
@@ -112,15 +112,9 @@ async def test_blocked_loop_fails_liveness(
 ) -> None:
     path = tmp_path / "ledger"
     release = tmp_path / "release"
-    port = free_port()
-    proc = spawn_worker(
-        "tests.apps.ops_app:app",
-        "--health-port",
-        str(port),
-        env={"OPS_LEDGER": str(path), "OPS_RELEASE": str(release)},
+    proc, output, port = await start_ops_worker(
+        spawn_worker, path, env={"OPS_RELEASE": str(release)}
     )
-    output = Output(proc)
-    await wait_status(port, "/readyz", 200)
     assert await check(port) == 0
     assert await check(port, "--live") == 0
 

@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 import sentry_sdk
 from leveret import App, RetryPolicy, Worker
-from leveret.ops.discovery import free_port
 from leveret.ops.sentry import SentryMiddleware
 
 from tests.apps.ops_app import fail
 from tests.apps.ops_sentry import Envelopes
 from tests.support.models import Job, Sleep
-from tests.support.ops import events, wait_status
-from tests.support.processes import Output
+from tests.support.ops import events, start_ops_worker
 from tests.support.waiting import wait_for
 from tests.support.workers import Spawn, running
 
@@ -139,15 +137,9 @@ async def test_worker_sentry_dsn_flag(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "ledger"
-    port = free_port()
-    proc = spawn_worker(
-        "tests.apps.ops_app:app",
-        "--health-port",
-        str(port),
-        env={"OPS_LEDGER": str(path), "LEVERET_SENTRY_DSN": ingest.dsn},
+    proc, output, _ = await start_ops_worker(
+        spawn_worker, path, env={"LEVERET_SENTRY_DSN": ingest.dsn}
     )
-    output = Output(proc)
-    await wait_status(port, "/readyz", 200)
     app = make_app()
     app.add(fail)
     task_id = await app.send(fail, Sleep(seconds=0))

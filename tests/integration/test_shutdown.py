@@ -12,30 +12,13 @@ from pathlib import Path
 import psutil
 import pytest
 from leveret import App
-from leveret.ops.discovery import free_port
 
 from tests.apps.ops_app import slow, slow_sync
 from tests.support.amqp import queue_size
 from tests.support.models import Sleep
-from tests.support.ops import events, ledger, metric, scrape, wait_status
-from tests.support.processes import Output
+from tests.support.ops import events, ledger, metric, scrape, start_ops_worker, wait_status
 from tests.support.waiting import wait_for
 from tests.support.workers import Spawn
-
-APP = "tests.apps.ops_app:app"
-
-
-async def start(
-    spawn: Spawn, ledger_path: Path, *args: str
-) -> tuple[subprocess.Popen[bytes], Output, int]:
-    port = free_port()
-    proc = spawn(APP, "--health-port", str(port), *args, env={"OPS_LEDGER": str(ledger_path)})
-    output = Output(proc)
-    try:
-        await wait_status(port, "/readyz", 200)
-    except AssertionError:
-        raise AssertionError("worker never became ready:\n" + output.text) from None
-    return proc, output, port
 
 
 async def exited(proc: subprocess.Popen[bytes], within: float) -> int:
@@ -50,7 +33,7 @@ async def test_sigterm_lets_running_tasks_finish_and_takes_no_new_ones(
     make_app: Callable[..., App], spawn_worker: Spawn, tmp_path: Path
 ) -> None:
     path = tmp_path / "ledger"
-    proc, output, port = await start(
+    proc, output, port = await start_ops_worker(
         spawn_worker, path, "--concurrency", "16", "--shutdown-timeout", "30"
     )
     app = make_app()
@@ -78,7 +61,7 @@ async def test_tasks_longer_than_the_timeout_are_redelivered_to_another_worker(
     make_app: Callable[..., App], spawn_worker: Spawn, tmp_path: Path
 ) -> None:
     path = tmp_path / "ledger"
-    first, output, _ = await start(
+    first, output, _ = await start_ops_worker(
         spawn_worker, path, "--concurrency", "4", "--shutdown-timeout", "1"
     )
     app = make_app()
@@ -94,7 +77,7 @@ async def test_tasks_longer_than_the_timeout_are_redelivered_to_another_worker(
     took = time.monotonic() - started
     # Started only now: however long a start takes, the tasks can only reach it
     # through the first worker letting go of them.
-    second, _, _ = await start(spawn_worker, path, "--concurrency", "4")
+    second, _, _ = await start_ops_worker(spawn_worker, path, "--concurrency", "4")
 
     assert code == 0, output.text
     assert took < 30, f"exited {took:.1f} s after SIGTERM"
@@ -112,7 +95,7 @@ async def test_second_sigint_exits_at_once(
     make_app: Callable[..., App], spawn_worker: Spawn, tmp_path: Path
 ) -> None:
     path = tmp_path / "ledger"
-    proc, output, _ = await start(spawn_worker, path, "--shutdown-timeout", "60")
+    proc, output, _ = await start_ops_worker(spawn_worker, path, "--shutdown-timeout", "60")
     app = make_app()
     app.add(slow)
     await app.send(slow, Sleep(seconds=60))
@@ -131,7 +114,7 @@ async def test_processes_restart_a_dead_child_and_drain_on_sigterm(
     make_app: Callable[..., App], spawn_worker: Spawn, tmp_path: Path
 ) -> None:
     path = tmp_path / "ledger"
-    parent, output, port = await start(
+    parent, output, port = await start_ops_worker(
         spawn_worker, path, "--processes", "2", "--concurrency", "4", "--shutdown-timeout", "30"
     )
     children = psutil.Process(parent.pid).children()

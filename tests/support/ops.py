@@ -4,13 +4,42 @@ ledger that tests.apps.ops_app writes from inside worker processes."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
+from leveret.ops.discovery import free_port
 from leveret.ops.health import probe
 
+from tests.support.processes import Output
 from tests.support.waiting import PATIENCE
+from tests.support.workers import Spawn
+
+OPS_APP = "tests.apps.ops_app:app"
+
+
+async def start_ops_worker(
+    spawn: Spawn, ledger_path: Path, *args: str, env: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Output, int]:
+    """A worker of tests.apps.ops_app with its health server on a free port, writing
+    its ledger to ``ledger_path``; returned once /readyz says it is ready, with its
+    output reader and that port."""
+    port = free_port()
+    proc = spawn(
+        OPS_APP,
+        "--health-port",
+        str(port),
+        *args,
+        env={"OPS_LEDGER": str(ledger_path), **(env or {})},
+    )
+    output = Output(proc)
+    try:
+        await wait_status(port, "/readyz", 200)
+    except AssertionError:
+        raise AssertionError("worker never became ready:\n" + output.text) from None
+    return proc, output, port
 
 
 def ledger(path: Path) -> list[tuple[str, str, bool]]:

@@ -58,12 +58,12 @@ def fast_traceback(size: int = 600) -> str:
 
 async def dead_letters(
     app: App, queue: str, count: int, timeout: float = PATIENCE
-) -> list[aio_pika.IncomingMessage]:
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Take ``count`` messages off a queue's dead-letter queue, waiting for them."""
     connection = await app.connector.get()
     channel = await connection.channel()
     dlq = await channel.declare_queue(app.sender.names.dead_queue(queue), passive=True)
-    found: list[aio_pika.IncomingMessage] = []
+    found: list[aio_pika.abc.AbstractIncomingMessage] = []
     try:
         async with asyncio.timeout(timeout), dlq.iterator() as messages:
             async for msg in messages:

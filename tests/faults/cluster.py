@@ -159,7 +159,7 @@ class Cluster:
 
     @property
     def admin_url(self) -> str:
-        """Fault-free ways to every node, comma-separated (tests/faults/scenario.py
+        """Fault-free ways to every node, comma-separated (tests/support/amqp.py
         ``admin_channel`` uses the first that answers)."""
         return ",".join(n.admin.url() for n in self.nodes if n.admin is not None)
 

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-stock test-quick test-faults lint format bench bench-quick clean
+.PHONY: help install demo test test-stock test-quick test-random test-faults lint format bench bench-quick clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +30,9 @@ test-stock: $(STAMP) ## unit and integration tests on aiormq's own frame reader 
 
 test-quick: $(STAMP) ## the suite without the slow fault tests
 	$(BIN)/pytest -m "not slow"
+
+test-random: $(STAMP) ## the quick suite in a random order (seed printed; --randomly-seed=N replays)
+	$(BIN)/pytest -m "not slow" -p randomly
 
 test-faults: $(STAMP) ## the fault suite at full size, with its table
 	LEVERET_FAULTS_FULL=1 $(BIN)/pytest tests/faults -m slow -s

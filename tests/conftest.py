@@ -1,25 +1,21 @@
-"""Shared fixtures: a real RabbitMQ, and apps under a namespace unique to each test."""
+"""Shared fixtures: a real RabbitMQ, and apps under a namespace unique to each test.
+
+Each fixture name means one thing in the whole suite; the helpers behind them live
+in tests/support/.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import subprocess
-import sys
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-import aio_pika
 import pytest
 
-from leveret import App, Settings
-from leveret.amqp.topology import Topology
+from leveret import App
 from leveret.ops.discovery import Found, find_broker
-from tests.helpers import Output
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.amqp import delete_namespace, fresh_namespace
+from tests.support.workers import Spawn, start_worker, stop
 
 
 @pytest.fixture(scope="session")
@@ -37,15 +33,7 @@ def amqp_url(broker_found: Found) -> str:
 @pytest.fixture
 def namespace() -> str:
     """A namespace no other test uses: every exchange and queue of the test lives under it."""
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-async def delete_namespace(url: str, settings: Settings, queues: list[str]) -> None:
-    """Remove everything a test declared under its namespace."""
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await (await connection.channel()).get_underlay_channel()
-        await Topology(settings).delete(channel, queues)
+    return fresh_namespace()
 
 
 @pytest.fixture
@@ -64,40 +52,21 @@ async def make_app(amqp_url: str, namespace: str) -> AsyncIterator[Callable[...,
     for app in apps:
         await app.close()
     if apps:
-        queues = sorted({q for app in apps for q in app.queues})
+        queues = {q for app in apps for q in app.queues}
         await delete_namespace(amqp_url, apps[0].settings, queues)
 
 
 @pytest.fixture
-def spawn_worker(amqp_url: str, namespace: str) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+def spawn_worker(amqp_url: str, namespace: str) -> Iterator[Spawn]:
     """Start ``leveret worker`` processes on the test's namespace; killed afterwards."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(app: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        full_env = {
-            **os.environ,
-            "LEVERET_URL": amqp_url,
-            "LEVERET_NAMESPACE": namespace,
-            "PYTHONPATH": str(ROOT),
-            **(env or {}),
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "leveret", "worker", app, *args],
-            env=full_env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        own = {"LEVERET_URL": amqp_url, "LEVERET_NAMESPACE": namespace, **(env or {})}
+        proc = start_worker(app, *args, env=own)
         procs.append(proc)
-        Output(proc)  # drain its output, or a chatty worker blocks on a full pipe
         return proc
 
     yield spawn
     for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-        Output(proc).join()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop(proc)

@@ -11,16 +11,10 @@ import logging
 import os
 import time
 
-from pydantic import BaseModel
-
 from leveret import App, Permanent, RetryPolicy, Task, TaskContext
+from tests.support.models import Sleep
 
 app = App(app_id="ops-tests")
-
-
-class Sleep(BaseModel):
-    seconds: float
-
 
 slow = Task("ops.slow", Sleep, queue="ops")
 slow_sync = Task("ops.slow_sync", Sleep, queue="ops")
@@ -52,9 +46,16 @@ block = Task("ops.block", Sleep, queue="ops")
 
 @app.handle(block, timeout=60)
 async def block_the_loop(job: Sleep, ctx: TaskContext) -> None:
-    """A handler that wrongly blocks the event loop: the liveness probe must notice."""
+    """A handler that wrongly blocks the event loop: the liveness probe must notice.
+
+    It blocks for ``seconds``, or until the file ``OPS_RELEASE`` names exists, so that
+    a test can look as long as it needs, on however busy a machine, and then let go.
+    """
     record("start", ctx)
-    time.sleep(job.seconds)  # noqa: ASYNC251 - blocking on purpose
+    release = os.environ.get("OPS_RELEASE")
+    until = time.monotonic() + job.seconds
+    while time.monotonic() < until and not (release and os.path.exists(release)):  # noqa: ASYNC240
+        time.sleep(0.05)  # noqa: ASYNC251 - blocking on purpose
     record("done", ctx)
 
 

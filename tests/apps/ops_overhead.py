@@ -20,18 +20,14 @@ import uuid
 from collections.abc import Callable
 
 import sentry_sdk
-from pydantic import BaseModel
 
 from leveret import App, Middleware, Worker
 from leveret.ops.discovery import find_broker
 from leveret.ops.logs import TaskLog, configure
 from leveret.ops.metrics import Metrics
 from leveret.ops.sentry import SentryMiddleware
-from tests.conftest import delete_namespace
-
-
-class Noop(BaseModel):
-    n: int
+from tests.support.amqp import delete_namespace
+from tests.support.models import Job as Noop
 
 
 def null_sentry(rate: float) -> None:

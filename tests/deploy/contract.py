@@ -15,13 +15,12 @@ import importlib.util
 import inspect
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
 
 # -- health endpoint (broker/health.py) ----------------------------------------------
 

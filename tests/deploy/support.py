@@ -16,7 +16,8 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
+
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"

@@ -18,9 +18,10 @@ import aio_pika
 from leveret import Settings
 from leveret.amqp.topology import Names
 from leveret.cli.common import load_app
-from tests.conftest import delete_namespace
 from tests.deploy import contract
-from tests.deploy.support import DEPLOY, ROOT, load_yaml
+from tests.deploy.support import DEPLOY, load_yaml
+from tests.support import ROOT
+from tests.support.amqp import delete_namespace
 
 COMPOSE = DEPLOY / "compose.yaml"
 LEVERET_SERVICES = ("worker-1", "worker-2", "producer")

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.deploy import contract
-from tests.deploy.support import DEPLOY, ROOT, environment, overlay, workers
+from tests.deploy.support import DEPLOY, environment, overlay, workers
+from tests.support import ROOT
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"

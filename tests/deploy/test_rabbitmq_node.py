@@ -14,7 +14,6 @@ import asyncio
 import base64
 import json
 import signal
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,6 +30,7 @@ from leveret.cli.common import load_app
 from leveret.ops.discovery import LocalNode, free_port, port_open
 from tests.deploy import contract
 from tests.deploy.support import DEPLOY, Doc, config_map, of_kind, one, overlay
+from tests.support.waiting import wait_for, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,8 @@ def prod() -> list[Doc]:
 
 
 @pytest.fixture(scope="module")
-def node(prod: list[Doc]) -> Iterator[PluginNode]:
+def plugin_node(prod: list[Doc]) -> Iterator[PluginNode]:
+    """A node of this module's own, with the plugins and the prod overlay's users."""
     cluster = one(prod, "RabbitmqCluster")["spec"]["rabbitmq"]["additionalConfig"]
     laptop = (DEPLOY / "compose" / "rabbitmq" / "rabbitmq.conf").read_text()
     management, prometheus = free_port(), free_port()
@@ -99,15 +100,45 @@ def node(prod: list[Doc]) -> Iterator[PluginNode]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             found.start()
-        for _ in range(300):
-            if port_open("127.0.0.1", management) and port_open("127.0.0.1", prometheus):
-                break
-            time.sleep(0.1)
+        wait_until(
+            lambda: port_open("127.0.0.1", management) and port_open("127.0.0.1", prometheus),
+            what="the management and Prometheus listeners",
+        )
         apply_topology_resources(found, prod)
         yield found
     finally:
         found.kill(signal.SIGKILL)  # nothing to keep: no graceful shutdown needed
         found.destroy()
+
+
+@pytest.fixture(scope="module")
+def declared(plugin_node: PluginNode, prod: list[Doc]) -> None:
+    """The workers' topology, declared by the worker user as a starting worker declares
+    it, with its queues' statistics in: what KEDA, the policy and the alerts look at."""
+
+    async def declare() -> App:
+        app = worker_app(plugin_node, prod)
+        try:
+            await app.declare()
+        finally:
+            await app.close()
+        return app
+
+    app = asyncio.run(declare())
+    names = Names(app.settings.namespace)
+    vhost = config_map(prod, "leveret-worker-config")["AMQP_VHOST"]
+    admin = conf_lines((DEPLOY / "compose" / "rabbitmq" / "rabbitmq.conf").read_text())
+    api = f"http://127.0.0.1:{plugin_node.management_port}/api/queues/"
+
+    def counted(queue: str) -> bool:
+        path = urllib.parse.quote(vhost, safe="") + "/" + urllib.parse.quote(queue, safe="")
+        status, text = http(api + path, admin["default_user"], admin["default_pass"])
+        return status == 200 and "messages" in json.loads(text)
+
+    wait_until(
+        lambda: all(counted(names.work_queue(queue)) for queue in app.queues),
+        what="the management API never counted the work queues' messages",
+    )
 
 
 def apply_topology_resources(node: PluginNode, docs: list[Doc]) -> None:
@@ -167,9 +198,9 @@ def management_queue(node: PluginNode, vhost: str, queue: str) -> tuple[int, dic
 
 
 async def test_worker_user_declares_and_sends_through_the_delay_ladder(
-    node: PluginNode, prod: list[Doc]
+    plugin_node: PluginNode, prod: list[Doc]
 ) -> None:
-    app = worker_app(node, prod)
+    app = worker_app(plugin_node, prod)
     try:
         await app.declare()
         for task in app.contracts.values():
@@ -181,28 +212,32 @@ async def test_worker_user_declares_and_sends_through_the_delay_ladder(
     names = Names(app.settings.namespace)
     vhost = config_map(prod, "leveret-worker-config")["AMQP_VHOST"]
     for queue in app.queues:
-        for _ in range(100):
-            _, info = management_queue(node, vhost, names.work_queue(queue))
-            if info.get("messages") == 2:
-                break
-            await asyncio.sleep(0.1)
+
+        def arrived(queue: str = queue) -> bool:
+            info = management_queue(plugin_node, vhost, names.work_queue(queue))[1]
+            return info.get("messages") == 2
+
+        await wait_for(arrived, what=f"{queue}: the delayed copy must arrive too")
+        _, info = management_queue(plugin_node, vhost, names.work_queue(queue))
         assert info["messages"] == 2, f"{queue}: the delayed copy must arrive too"
         assert info["arguments"]["x-queue-type"] == "quorum"
 
 
 async def test_keda_user_reads_queue_lengths_but_cannot_publish(
-    node: PluginNode, prod: list[Doc]
+    plugin_node: PluginNode, prod: list[Doc], declared: None
 ) -> None:
     vhost = one(prod, "Vhost")["spec"]["name"]
     for scaled in of_kind(prod, "ScaledObject"):
         for trigger in scaled["spec"]["triggers"]:
-            status, info = management_queue(node, vhost, trigger["metadata"]["queueName"])
+            status, info = management_queue(plugin_node, vhost, trigger["metadata"]["queueName"])
             assert status == 200, info
             assert {"messages", "messages_ready", "messages_unacknowledged"} <= set(info)
-    url = f"http://127.0.0.1:{node.management_port}/api/vhosts"
+    url = f"http://127.0.0.1:{plugin_node.management_port}/api/vhosts"
     visible = json.loads(http(url, "leveret-keda", PASSWORDS["leveret-keda"])[1])
     assert [v["name"] for v in visible] == [vhost]
-    app = App(url=f"amqp://leveret-keda:{PASSWORDS['leveret-keda']}@127.0.0.1:{node.port}/leveret")
+    app = App(
+        url=f"amqp://leveret-keda:{PASSWORDS['leveret-keda']}@127.0.0.1:{plugin_node.port}/leveret"
+    )
     try:
         with pytest.raises(AccessRefused, match="ACCESS_REFUSED"):
             await app.declare([])
@@ -210,27 +245,33 @@ async def test_keda_user_reads_queue_lengths_but_cannot_publish(
         await app.close()
 
 
-def test_policy_lands_on_work_and_delay_queues_only(node: PluginNode, prod: list[Doc]) -> None:
+def test_policy_lands_on_work_and_delay_queues_only(
+    plugin_node: PluginNode, prod: list[Doc], declared: None
+) -> None:
     policy = one(prod, "Policy")["spec"]
     names = Names(config_map(prod, "leveret-worker-config")["LEVERET_NAMESPACE"])
     for queue in ("emails", "images"):
         assert (
-            management_queue(node, policy["vhost"], names.work_queue(queue))[1]["policy"]
+            management_queue(plugin_node, policy["vhost"], names.work_queue(queue))[1]["policy"]
             == (policy["name"])
         )
-        dead = management_queue(node, policy["vhost"], names.dead_queue(queue))[1]
+        dead = management_queue(plugin_node, policy["vhost"], names.dead_queue(queue))[1]
         assert not dead.get("policy")
     assert (
-        management_queue(node, policy["vhost"], names.delay_level(0))[1]["policy"]
+        management_queue(plugin_node, policy["vhost"], names.delay_level(0))[1]["policy"]
         == (policy["name"])
     )
 
 
-def test_metrics_the_alerts_use_are_exported(node: PluginNode, prod: list[Doc]) -> None:
+def test_metrics_the_alerts_use_are_exported(
+    plugin_node: PluginNode, prod: list[Doc], declared: None
+) -> None:
     monitor = one(prod, "ServiceMonitor")["spec"]
     endpoint = next(e for e in monitor["endpoints"] if e["path"] == "/metrics/detailed")
     query = urllib.parse.urlencode(endpoint["params"], doseq=True)
-    url = f"http://127.0.0.1:{node.prometheus_port}{endpoint['path']}?{query}"
+    url = f"http://127.0.0.1:{plugin_node.prometheus_port}{endpoint['path']}?{query}"
+    # Per-queue samples appear once the node has collected the queues' statistics.
+    wait_until(lambda: 'queue="leveret.q.emails"' in http(url)[1], what="per-queue metrics")
     status, text = http(url)
     assert status == 200
     exported = {line.split("{")[0] for line in text.splitlines() if not line.startswith("#")}
@@ -240,8 +281,10 @@ def test_metrics_the_alerts_use_are_exported(node: PluginNode, prod: list[Doc]) 
     assert 'vhost="leveret"' in text
 
 
-def test_consumer_timeout_is_what_the_workers_are_told(node: PluginNode, prod: list[Doc]) -> None:
-    effective = node.ctl("eval", "application:get_env(rabbit, consumer_timeout).").strip()
+def test_consumer_timeout_is_what_the_workers_are_told(
+    plugin_node: PluginNode, prod: list[Doc]
+) -> None:
+    effective = plugin_node.ctl("eval", "application:get_env(rabbit, consumer_timeout).").strip()
     seconds = float(config_map(prod, "leveret-worker-config")["LEVERET_CONSUMER_TIMEOUT"])
     assert effective == f"{{ok,{int(seconds * 1000)}}}"
 

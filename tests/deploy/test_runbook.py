@@ -6,7 +6,8 @@ import re
 import shlex
 
 from tests.deploy import contract
-from tests.deploy.support import DEPLOY, K8S, ROOT, load_all_yaml, render
+from tests.deploy.support import DEPLOY, K8S, load_all_yaml, render
+from tests.support import ROOT
 
 RUNBOOK = DEPLOY / "README.md"
 

@@ -8,24 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 
 import pytest
 
 from leveret import Settings
 from leveret.ops.discovery import free_port
-from tests.conftest import ROOT, delete_namespace
 from tests.deploy import contract
 from tests.deploy.support import K8S, config_map, render
+from tests.support import ROOT
+from tests.support.amqp import delete_namespace
+from tests.support.waiting import wait_for
+from tests.support.workers import Spawn
 
 
 def get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=10) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, ""
@@ -61,7 +62,7 @@ async def test_worker_serves_probes_and_metrics_and_drains_on_sigterm(
         return
     amqp_url: str = request.getfixturevalue("amqp_url")
     namespace: str = request.getfixturevalue("namespace")
-    spawn: Callable[..., subprocess.Popen[bytes]] = request.getfixturevalue("spawn_worker")
+    spawn: Spawn = request.getfixturevalue("spawn_worker")
 
     env = dict(config_map(render(K8S / "base"), "leveret-worker-config").items())
     port = free_port()
@@ -75,10 +76,10 @@ async def test_worker_serves_probes_and_metrics_and_drains_on_sigterm(
     base = f"http://127.0.0.1:{port}"
     worker = spawn(env["LEVERET_APP"], env=env)
     try:
-        for _ in range(300):
-            if get(base + contract.READINESS_PATH)[0] == 200 or worker.poll() is not None:
-                break
-            await asyncio.sleep(0.1)
+        await wait_for(
+            lambda: get(base + contract.READINESS_PATH)[0] == 200 or worker.poll() is not None,
+            every=0.1,
+        )
         assert worker.poll() is None, "the worker exited while starting"
         assert get(base + contract.READINESS_PATH)[0] == 200
         assert get(base + contract.LIVENESS_PATH)[0] == 200

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from leveret.ops.discovery import free_port, port_open
 from tests.faults.proxy import FaultProxy, Upstream
+from tests.support.processes import alive
 
 SBIN = Path(
     os.path.realpath(shutil.which("rabbitmq-server") or "/usr/lib/rabbitmq/bin/rabbitmq-server")
@@ -81,26 +82,14 @@ def netns_available() -> str | None:
 
 def ensure_nft() -> str | None:
     """None if nftables is usable (installing it with apt-get if missing), else why not."""
-    if shutil.which("nft") is None and shutil.which("apt-get") is not None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "nftables"],
-            env=env,
-            capture_output=True,
-            timeout=300,
-            check=False,
-        )
-        if shutil.which("nft") is None:
-            subprocess.run(
-                ["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300, check=False
-            )
-            subprocess.run(
-                ["apt-get", "install", "-y", "-qq", "nftables"],
-                env=env,
-                capture_output=True,
-                timeout=300,
-                check=False,
-            )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "nftables"]
+    # Installed from the package lists there are; only if that fails, refreshed first.
+    for steps in ([install], [["apt-get", "update", "-qq"], install]):
+        if shutil.which("nft") is not None or shutil.which("apt-get") is None:
+            break
+        for step in steps:
+            subprocess.run(step, env=env, capture_output=True, timeout=300, check=False)
     if shutil.which("nft") is None:
         return "nftables (`nft`) is not installed and apt-get could not install it"
     return None
@@ -169,7 +158,7 @@ class Cluster:
 
     @property
     def admin_url(self) -> str:
-        """Fault-free ways to every node, comma-separated (tests/faults/scenario.py
+        """Fault-free ways to every node, comma-separated (tests/support/amqp.py
         ``admin_channel`` uses the first that answers)."""
         return ",".join(n.admin.url() for n in self.nodes if n.admin is not None)
 
@@ -248,7 +237,7 @@ class Cluster:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
+            while alive(pid):
                 time.sleep(0.05)
         if node.process is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -317,7 +306,7 @@ class Cluster:
 
     def running(self, index: int) -> bool:
         pid = self.nodes[index].beam_pid()
-        return pid is not None and _alive(pid)
+        return pid is not None and alive(pid)
 
     def ctl(self, index: int, *args: str, timeout: float = 90, tool: str = "rabbitmqctl") -> str:
         node = self.nodes[index]
@@ -539,15 +528,3 @@ class Cluster:
             upstream = Upstream(port=node.amqp_port)
         node.proxy = FaultProxy(upstream, name=f"proxy-{node.letter}").start()
         node.admin = FaultProxy(upstream, name=f"admin-{node.letter}").start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"

@@ -6,7 +6,6 @@ freezes or cuts off is started by the suite on free ports in a temporary directo
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import time
@@ -21,8 +20,10 @@ from leveret import Settings
 from leveret.ops.discovery import LocalNode, free_port, port_open
 from tests.apps.faults_app import QUEUE
 from tests.faults.cluster import Cluster, ensure_nft, netns_available
-from tests.faults.scenario import FULL, RESULTS, Scenario, delete_namespace
+from tests.faults.scenario import FULL, RESULTS, Scenario
 from tests.faults.tls import Certs, make_certs
+from tests.support.amqp import delete_namespace, fresh_namespace
+from tests.support.processes import alive
 
 #: Settings every scenario starts from: quick to notice a dead peer, bounded sends.
 BASE_SETTINGS: dict[str, Any] = {
@@ -45,7 +46,7 @@ class SingleNode(LocalNode):
         pid = self.beam_pid()
         down = time.monotonic()
         self.kill(signal.SIGKILL)
-        while (pid is not None and _alive(pid)) or port_open("127.0.0.1", self.port, 0.2):
+        while (pid is not None and alive(pid)) or port_open("127.0.0.1", self.port, 0.2):
             time.sleep(0.05)
         self.start()
         return time.monotonic() - down
@@ -54,14 +55,6 @@ class SingleNode(LocalNode):
         assert self.certs is not None
         cafile = ca or self.certs.ca
         return f"amqps://guest:guest@{host}:{self.tls_port}/?cafile={cafile}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="session")
@@ -160,7 +153,7 @@ async def make_scenario(
         name: str | None = None,
         **settings: Any,
     ) -> Scenario:
-        namespace = settings.pop("namespace", None) or f"f{uuid.uuid4().hex[:10]}"
+        namespace = settings.pop("namespace", None) or fresh_namespace("f")
         options = {**BASE_SETTINGS, **settings, "url": url, "namespace": namespace}
         directory = tmp_path / namespace
         directory.mkdir()
@@ -180,7 +173,7 @@ async def make_scenario(
     yield make
     for scenario in made:
         await scenario.close()
-        await delete_namespace(scenario.admin_url, scenario.settings, [QUEUE])
+        await delete_namespace(scenario.admin_url, scenario.settings, [QUEUE], best_effort=True)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import aiormq
 
-from leveret import App, LeveretError, Settings
+from leveret import App, Settings
 from leveret.amqp.topology import Names
 from tests.apps.faults_app import QUEUE, Job, build, job
 from tests.faults.ledger import Ledger, Verdict
 from tests.faults.workers import Workers
+from tests.support.amqp import admin_channel
 
 FULL = os.environ.get("LEVERET_FAULTS_FULL") == "1"
 
@@ -235,54 +235,3 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name in settings.model_fields_set:
         env[f"LEVERET_{name.upper()}"] = str(getattr(settings, name))
     return env
-
-
-class admin_channel:
-    """A raw channel straight to a node (not through a fault proxy), for inspection.
-
-    ``url`` may list several nodes, comma-separated: the first that answers is used.
-    """
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.connection: aio_pika.abc.AbstractConnection | None = None
-
-    async def __aenter__(self) -> aiormq.abc.AbstractChannel:
-        urls = self.url.split(",")
-        for i, url in enumerate(urls):
-            try:
-                self.connection = await aio_pika.connect(url, timeout=10 if len(urls) == 1 else 4)
-                break
-            except (*aio_pika.exceptions.CONNECTION_EXCEPTIONS, TimeoutError):
-                if i == len(urls) - 1:
-                    raise
-        assert self.connection is not None
-        wrapper = await self.connection.channel(publisher_confirms=False)
-        return await wrapper.get_underlay_channel()
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.connection is not None:
-            await self.connection.close()
-
-
-async def delete_namespace(url: str, settings: Settings, queues: list[str]) -> None:
-    """Remove every queue and exchange a scenario declared."""
-    names = Names(settings.namespace)
-    try:
-        async with admin_channel(url) as raw:
-            for queue in queues:
-                await raw.queue_delete(names.work_queue(queue))
-                await raw.queue_delete(names.dead_queue(queue))
-            for level in range(settings.delay_levels):
-                await raw.queue_delete(names.delay_level(level))
-                await raw.exchange_delete(names.delay_level(level))
-            await raw.queue_delete(names.unroutable)
-            for exchange in (
-                names.tasks_exchange,
-                names.delivery_exchange,
-                names.dead_exchange,
-                names.unroutable,
-            ):
-                await raw.exchange_delete(exchange)
-    except (LeveretError, aiormq.exceptions.AMQPError, OSError) as exc:
-        print(f"cleanup of namespace {settings.namespace} failed: {exc}")

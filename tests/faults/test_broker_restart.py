@@ -8,27 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from leveret import App, NotConfirmed
 from leveret.ops.discovery import LocalNode
-from tests.apps.ops_app import Sleep, slow
-from tests.apps.ops_support import (
-    Output,
-    events,
-    free_port,
-    ledger,
-    metric,
-    scrape,
-    status,
-    wait_status,
-)
-from tests.helpers import wait_for
+from tests.apps.ops_app import slow
+from tests.support.models import Sleep
+from tests.support.ops import events, ledger, metric, scrape, start_ops_worker, status, wait_status
+from tests.support.waiting import wait_for
+from tests.support.workers import Spawn
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,34 +32,28 @@ pytestmark = [
 
 
 @pytest.fixture
-def node() -> object:
+def private_node() -> Iterator[LocalNode]:
+    """A node this test alone uses, so that it may stop it: the fault suite's ``node``
+    is shared by the whole session."""
     node = LocalNode().start()
     yield node
     node.destroy()
 
 
 async def test_worker_and_producer_ride_out_a_broker_restart(
-    node: LocalNode,
+    private_node: LocalNode,
     namespace: str,
-    spawn_worker: Callable[..., subprocess.Popen[bytes]],
+    spawn_worker: Spawn,
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "ledger"
-    port = free_port()
-    worker = spawn_worker(
-        "tests.apps.ops_app:app",
-        "--health-port",
-        str(port),
-        "--concurrency",
-        "8",
-        env={"LEVERET_URL": node.url, "OPS_LEDGER": str(path)},
+    worker, output, port = await start_ops_worker(
+        spawn_worker, path, "--concurrency", "8", env={"LEVERET_URL": private_node.url}
     )
-    output = Output(worker)
-    await wait_status(port, "/readyz", 200)
 
-    producer = App(url=node.url, namespace=namespace, publish_deadline=60.0)
+    producer = App(url=private_node.url, namespace=namespace, publish_deadline=60.0)
     producer.add(slow)
-    impatient = App(url=node.url, namespace=namespace, publish_deadline=2.0)
+    impatient = App(url=private_node.url, namespace=namespace, publish_deadline=2.0)
     impatient.add(slow)
     confirmed: list[str] = []
     failed: list[BaseException] = []
@@ -94,12 +80,12 @@ async def test_worker_and_producer_ride_out_a_broker_restart(
         tasks = [asyncio.create_task(produce()), asyncio.create_task(watch_readiness())]
         await wait_for(lambda: events(tmp_path / "ledger")["done"] >= 20)
 
-        await asyncio.to_thread(node.stop)
+        await asyncio.to_thread(private_node.stop)
         started = time.monotonic()
         with pytest.raises(NotConfirmed):
             await impatient.send(slow, Sleep(seconds=0))
         assert time.monotonic() - started < 15, "a send gives up at its deadline"
-        await asyncio.to_thread(node.start)
+        await asyncio.to_thread(private_node.start)
 
         await wait_status(port, "/readyz", 200, within=60)
         count = len(confirmed)

@@ -21,7 +21,7 @@ from tests.faults.cluster import Cluster
 from tests.faults.ledger import longest_gap
 from tests.faults.scenario import FULL, LeakedCancel, Scenario, size, span
 from tests.faults.test_security import NO_REPLAY, NO_REPLAY_REASON, replay_command
-from tests.faults.workers import ROOT
+from tests.support import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800 if FULL else 240)]
 

@@ -11,7 +11,9 @@ from collections.abc import Callable
 import pytest
 
 from leveret import App
-from tests.dlq_support import dead_letter, fill, ids_in, popen_cli, queue_size
+from tests.support.amqp import fill, ids_in, queue_size
+from tests.support.deadletters import dead_letter
+from tests.support.processes import popen_cli
 
 COUNT = 2000
 PREFETCH = 500  # DeadLetters' default window: the most one kill can duplicate

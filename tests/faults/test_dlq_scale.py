@@ -15,22 +15,21 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 from pamqp.commands import Basic
-from pydantic import BaseModel
 
 from leveret import NO_RETRY, App, Outcome, Task, Worker, message
 from leveret.deadletter import DeadLetters
-from tests.dlq_support import dead_letter, fast_traceback, fill, popen_cli, queue_size
-from tests.helpers import running, wait_for
+from tests.support.amqp import fill, queue_size
+from tests.support.deadletters import dead_letter, fast_traceback
+from tests.support.models import Job
+from tests.support.processes import popen_cli
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 FULL = os.environ.get("LEVERET_FAULTS_FULL") == "1"
 COUNT = 100_000 if FULL else 20_000
 EVERY = 10  # one dead letter in ten matches the replay's filter
 ARRIVING = 500
 RSS_LIMIT = 200 * 1024 * 1024
-
-
-class Job(BaseModel):
-    n: int
 
 
 def letters(

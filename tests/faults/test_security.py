@@ -26,9 +26,10 @@ from leveret.ops.discovery import free_port
 from tests.apps.faults_app import QUEUE, Job, job
 from tests.faults.conftest import SingleNode
 from tests.faults.proxy import FaultProxy, Upstream
-from tests.faults.scenario import FULL, admin_channel
+from tests.faults.scenario import FULL
 from tests.faults.test_messages import publish_raw
-from tests.faults.workers import ROOT
+from tests.support import ROOT
+from tests.support.amqp import admin_channel
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600 if FULL else 150)]
 

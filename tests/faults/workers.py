@@ -1,8 +1,9 @@
 """Worker processes for fault scenarios: started, signalled, respawned like a Deployment.
 
 Each worker is ``python -m leveret worker tests.apps.faults_app:app`` with its own log
-file (a pipe nobody reads would block it). ``supervise`` keeps a number of them
-alive, as Kubernetes would after a crash, until ``close``.
+file, started by tests.support.workers like every worker process of the suite.
+``supervise`` keeps a number of them alive, as Kubernetes would after a crash, until
+``close``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.workers import start_worker
+
 APP = "tests.apps.faults_app:app"
 
 
@@ -61,30 +62,17 @@ class Workers:
         if self.closed:
             raise RuntimeError("this scenario's workers were stopped")
         log = self.logdir / f"worker-{len(self.procs):04d}.log"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
-        handle = log.open("wb")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "leveret",
-                "--log-level",
-                log_level,
-                "worker",
-                APP,
-                "--concurrency",
-                str(self.concurrency),
-                "--shutdown-timeout",
-                str(self.shutdown_timeout),
-                *extra,
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+        proc = start_worker(
+            APP,
+            "--concurrency",
+            str(self.concurrency),
+            "--shutdown-timeout",
+            str(self.shutdown_timeout),
+            *extra,
+            env=self.env,
+            log=log,
+            log_level=log_level,
         )
-        handle.close()
         worker = WorkerProc(proc, log, time.time())
         self.procs.append(worker)
         return worker

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from leveret import App
 from tests.apps.spine import Job, job
-from tests.helpers import wait_for
+from tests.support.waiting import wait_for
 
 
 def ledger_lines(path: Path) -> list[list[str]]:

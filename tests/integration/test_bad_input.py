@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field
 
 from leveret import App, Task, Worker
 from leveret import message as wire
-from tests.helpers import dead_letters, running, wait_for
+from tests.support.deadletters import dead_letters
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 
 class Greeting(BaseModel):

@@ -8,13 +8,11 @@ from typing import Any
 
 import aiormq
 import pytest
-from pydantic import BaseModel
 
 from leveret import App, Task, Unroutable
-
-
-class Ping(BaseModel):
-    n: int
+from tests.support.amqp import queue_size
+from tests.support.models import Job as Ping
+from tests.support.waiting import wait_for
 
 
 class ChannelCount:
@@ -32,14 +30,7 @@ class ChannelCount:
 
 
 async def queue_depth(app: App, queue: str) -> int:
-    connection = await app.connector.get()
-    channel = await connection.channel()
-    try:
-        declared = await channel.declare_queue(app.sender.names.work_queue(queue), passive=True)
-        assert declared.declaration_result.message_count is not None
-        return declared.declaration_result.message_count
-    finally:
-        await channel.close()
+    return await queue_size(app.settings.url, app.sender.names.work_queue(queue))
 
 
 async def declared_elsewhere(make_app: Callable[..., App], task: Task[Ping]) -> App:
@@ -93,10 +84,11 @@ async def test_concurrent_first_delayed_sends_check_the_queue_once(
 
     assert len(set(ids)) == 50
     assert channels.opened <= 4  # and one to check that the queue exists
-    deadline = asyncio.get_running_loop().time() + 10
-    while await queue_depth(setup, "cold-delayed") < 50:
-        assert asyncio.get_running_loop().time() < deadline, "delayed sends did not arrive"
-        await asyncio.sleep(0.05)
+
+    async def arrived() -> bool:
+        return await queue_depth(setup, "cold-delayed") >= 50
+
+    await wait_for(arrived, what="delayed sends did not arrive")
 
 
 async def test_a_failed_setup_reaches_every_waiter_and_the_next_call_tries_again(

@@ -11,7 +11,8 @@ import pytest
 from pydantic import BaseModel
 
 from leveret import App, Task, Worker
-from tests.helpers import running, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 
 class Tick(BaseModel):

@@ -10,7 +10,9 @@ import pytest
 
 from leveret import App
 from leveret.deadletter.codec import ExactProperties
-from tests.dlq_support import cli, dead_letter, fill, ids_in, queue_size
+from tests.support.amqp import fill, ids_in, queue_size
+from tests.support.deadletters import dead_letter
+from tests.support.processes import cli
 
 #: The app ``--app tests.integration.test_dlq_cli:cli_app`` loads (namespace from env).
 cli_app = App(app_id="dlq-cli-test")

@@ -13,19 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
 from leveret import App, Outcome, Permanent, RetryPolicy, Task, TaskContext, Worker, message
 from leveret.deadletter import DeadLetters
 from leveret.deadletter.codec import ExactProperties
 from leveret.errors import ConfigError, QueueNotFound
-from tests.conftest import delete_namespace
-from tests.dlq_support import dead_letter, fill, ids_in, peek, queue_size
-from tests.helpers import running, wait_for
-
-
-class Job(BaseModel):
-    n: int
+from tests.support.amqp import delete_namespace, fill, ids_in, peek, queue_size
+from tests.support.deadletters import dead_letter
+from tests.support.models import Job
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 
 class SmtpDown(Exception):
@@ -306,10 +303,7 @@ async def test_delivery_limit_dead_letters_from_a_quorum_queue(make_app) -> None
         async def arrived() -> bool:
             return (await dead.sizes())["qq"] == 1
 
-        for _ in range(100):
-            if await arrived():
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(arrived, what="the quorum queue dead-letters at its delivery limit")
         (letter,) = await dead.letters()
         assert letter.id == task_id
         assert letter.reason == "delivery-limit"

@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from leveret import App, ConfigError, RetryPolicy, Task, TaskContext, Worker
 from leveret import message as wire
 from leveret.amqp.table import ExactProperties
-from tests.helpers import dead_letters, running, wait_for
+from tests.support.deadletters import dead_letters
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 
 class Note(BaseModel):

@@ -5,39 +5,28 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
-from pydantic import BaseModel
 
 from leveret import App, Worker
+from leveret.ops.discovery import free_port
 from leveret.ops.health import HealthServer, probe, worker_routes
 from leveret.ops.metrics import Metrics
-from tests.apps.ops_app import Sleep, block
-from tests.apps.ops_support import Output, events, free_port, wait_status
-from tests.helpers import running, wait_for
-
-Spawn = Callable[..., subprocess.Popen[bytes]]
-
-
-class Ping(BaseModel):
-    n: int
+from tests.apps.ops_app import block
+from tests.support.models import Job as Ping
+from tests.support.models import Sleep
+from tests.support.ops import events, start_ops_worker, wait_status
+from tests.support.processes import Output, leveret_command
+from tests.support.waiting import wait_for
+from tests.support.workers import Spawn, running
 
 
 async def check(port: int, *args: str) -> int:
     """Exit code of ``leveret check`` run as an exec probe would run it."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "leveret",
-        "check",
-        "--port",
-        str(port),
-        "--timeout",
-        "1",
-        *args,
+        *leveret_command("check", "--port", str(port), "--timeout", "5", *args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -108,7 +97,7 @@ async def test_consumer_cancelled_by_the_broker_is_resubscribed(
             assert worker.consumers["other"] is untouched, "the other queue's consumer carried on"
 
             await app.declare(["health"])
-            await wait_for(lambda: worker.ready, timeout=15)
+            await wait_for(lambda: worker.ready)
             assert (await probe("127.0.0.1", server.port, "/readyz"))[0] == 200
             await app.send(ping, Ping(n=7))
             await app.send(other, Ping(n=8))
@@ -122,20 +111,19 @@ async def test_blocked_loop_fails_liveness(
     make_app: Callable[..., App], spawn_worker: Spawn, tmp_path: Path
 ) -> None:
     path = tmp_path / "ledger"
-    port = free_port()
-    proc = spawn_worker(
-        "tests.apps.ops_app:app", "--health-port", str(port), env={"OPS_LEDGER": str(path)}
+    release = tmp_path / "release"
+    proc, output, port = await start_ops_worker(
+        spawn_worker, path, env={"OPS_RELEASE": str(release)}
     )
-    output = Output(proc)
-    await wait_status(port, "/readyz", 200)
     assert await check(port) == 0
     assert await check(port, "--live") == 0
 
     app = make_app()
     app.add(block)
-    await app.send(block, Sleep(seconds=4))
+    await app.send(block, Sleep(seconds=50))  # blocked until released
     await wait_for(lambda: events(path)["start"] == 1)
     assert await check(port, "--live") == 1, "a blocked loop cannot answer"
+    release.touch()
     await wait_for(lambda: events(path)["done"] == 1)
     assert await check(port, "--live") == 0
     proc.send_signal(signal.SIGTERM)

@@ -7,29 +7,24 @@ import io
 import json
 import logging
 import signal
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from leveret import App, Outcome, TaskContext
 from leveret.ops.logs import JsonFormatter, TaskLog, TextFormatter, configure, mask
-from tests.apps.ops_app import Sleep, chatty, fail, slow
-from tests.apps.ops_support import Output, events, free_port, wait_status
-from tests.helpers import wait_for
-
-Spawn = Callable[..., subprocess.Popen[bytes]]
+from tests.apps.ops_app import chatty, fail, slow
+from tests.support.models import Sleep
+from tests.support.ops import events, start_ops_worker
+from tests.support.processes import Output
+from tests.support.waiting import wait_for
+from tests.support.workers import Spawn
 
 
 async def run_workload(
     make_app: Callable[..., App], spawn: Spawn, tmp_path: Path, *args: str
 ) -> tuple[Output, dict[str, str]]:
     path = tmp_path / "ledger"
-    port = free_port()
-    proc = spawn(
-        "tests.apps.ops_app:app", "--health-port", str(port), *args, env={"OPS_LEDGER": str(path)}
-    )
-    output = Output(proc)
-    await wait_status(port, "/readyz", 200)
+    proc, output, _ = await start_ops_worker(spawn, path, *args)
     app = make_app()
     for task in (slow, fail, chatty):
         app.add(task)

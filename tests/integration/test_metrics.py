@@ -6,19 +6,16 @@ import asyncio
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel
 
 from leveret import App, Permanent, RetryPolicy, Worker
 from leveret.ops.health import HealthServer, worker_routes
 from leveret.ops.metrics import Metrics, merge
-from tests.apps.ops_support import metric, scrape
-from tests.helpers import running, wait_for
+from tests.support.models import Job
+from tests.support.ops import metric, scrape
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 FAST = RetryPolicy(max_attempts=2, base=0.01, jitter="none")
-
-
-class Job(BaseModel):
-    n: int
 
 
 async def test_counts_after_a_known_workload(make_app: Callable[..., App]) -> None:
@@ -75,7 +72,7 @@ async def test_counts_after_a_known_workload(make_app: Callable[..., App]) -> No
             assert metric(text, "leveret_worker_ready") == 1
             gate.set()
             await wait_for(lambda: finished.count("held") == 3)
-            await asyncio.sleep(0.05)
+            await wait_for(lambda: held_recorded(metrics), what="the held tasks' outcomes")
             text = await scrape(server.port)
     finally:
         await server.close()
@@ -104,6 +101,13 @@ async def test_counts_after_a_known_workload(make_app: Callable[..., App]) -> No
     assert metric(text, "leveret_publish_confirm_seconds_count") == 12 + 3 + 4
     assert metric(text, "leveret_reconnects_total") == 0
     assert "_created" not in text
+
+
+def held_recorded(metrics: Metrics) -> bool:
+    """The held tasks' ends are counted: a handler returns before its outcome is."""
+    text = metrics.render().decode()
+    done = metric(text, "leveret_task_duration_seconds_count", task="m.held", queue="held")
+    return done == 3 and metric(text, "leveret_tasks_in_progress", queue="held") == 0
 
 
 def metric_sum(metrics: Metrics, name: str) -> float:

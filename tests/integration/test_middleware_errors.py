@@ -11,7 +11,8 @@ from pydantic import BaseModel
 
 from leveret import App, Middleware, Outcome, RetryPolicy, TaskContext, Worker
 from leveret import message as wire
-from tests.helpers import running, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 TASKS = 2000
 BAD = 20

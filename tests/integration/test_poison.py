@@ -15,7 +15,8 @@ from leveret import App, Task
 from leveret.amqp.topology import Names
 from tests.apps.poison import Dose, classic_dose, dose
 from tests.apps.poison import app as poison_app
-from tests.helpers import Output, wait_for
+from tests.support.processes import Output
+from tests.support.waiting import wait_for
 
 KINDS = pytest.mark.parametrize("task", [dose, classic_dose], ids=["quorum", "classic"])
 

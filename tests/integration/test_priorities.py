@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from leveret import App, Task, Worker
-from tests.helpers import running, wait_for
-
-
-class Item(BaseModel):
-    n: int
+from tests.support.models import Job as Item
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 
 async def test_high_priority_tasks_run_before_low_ones(make_app) -> None:  # type: ignore[no-untyped-def]

@@ -8,10 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from leveret import App, PayloadInvalid, PayloadTooLarge, Task, Unroutable
-
-
-class Ping(BaseModel):
-    n: int
+from tests.support.models import Job as Ping
 
 
 async def test_send_to_a_queue_nobody_declared_raises_unroutable(make_app) -> None:  # type: ignore[no-untyped-def]

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,9 +23,11 @@ import pytest
 
 from leveret import App
 from leveret.cli import parser
-from tests.conftest import ROOT
-from tests.dlq_support import dead_letter, fill
-from tests.helpers import Output
+from tests.support import ROOT
+from tests.support.amqp import fill
+from tests.support.deadletters import dead_letter
+from tests.support.processes import Output
+from tests.support.waiting import wait_until
 
 README = ROOT / "README.md"
 
@@ -99,10 +100,10 @@ def run_worker(words: list[str], env: dict[str, str], cwd: Path) -> None:
     )
     output = Output(proc)
     try:
-        deadline = time.monotonic() + 60
-        while "consuming" not in output.text and proc.poll() is None:
-            assert time.monotonic() < deadline, f"never started consuming:\n{output.text}"
-            time.sleep(0.05)
+        wait_until(
+            lambda: "consuming" in output.text or proc.poll() is not None,
+            what=lambda: f"never started consuming:\n{output.text}",
+        )
         assert proc.poll() is None, f"exited {proc.returncode}:\n{output.text}"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, output.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 
@@ -10,7 +11,9 @@ from pydantic import BaseModel
 
 from leveret import App, Permanent, Retry, RetryPolicy, TaskContext, Worker
 from leveret import message as wire
-from tests.helpers import dead_letters, running, wait_for
+from tests.support.deadletters import dead_letters
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 
 class Work(BaseModel):
@@ -31,14 +34,14 @@ async def test_fails_four_times_then_succeeds_with_backoff_gaps(make_app) -> Non
     async with running(Worker(app)):
         task_id = await app.send(flaky, Work(fail_times=4))
         await wait_for(lambda: len(runs) == 5, timeout=30)
-        time.sleep(0.5)  # noqa: ASYNC251 - a sixth run would show up here
+        await asyncio.sleep(0.5)  # a sixth run would show up here
 
     assert len(runs) == 5
     assert [a for _, a, _ in runs] == [1, 2, 3, 4, 5]
     assert {i for _, _, i in runs} == {task_id}, "the task id is kept across retries"
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(runs)]
     for gap, intended in zip(gaps, [0.2, 0.4, 0.8, 1.6], strict=True):
-        assert intended <= gap <= intended + 1.5, (gaps, "never early, within a generous bound")
+        assert intended <= gap <= intended + 3.0, (gaps, "never early, within a generous bound")
 
 
 async def test_failing_forever_ends_in_dead_letters_with_all_fields(make_app) -> None:  # type: ignore[no-untyped-def]
@@ -105,7 +108,7 @@ async def test_retry_exception_sets_the_delay(make_app) -> None:  # type: ignore
     async with running(Worker(app)):
         await app.send(later, Work())
         await wait_for(lambda: len(runs) == 2, timeout=15)
-    assert 0.7 <= runs[1] - runs[0] <= 2.5
+    assert 0.7 <= runs[1] - runs[0] <= 0.7 + 3.0
 
 
 @pytest.mark.parametrize("delay_queue_type", ["quorum"])
@@ -145,6 +148,6 @@ async def test_a_retry_delay_past_the_ladder_is_clamped_not_looped(make_app, cap
         channel = await connection.channel()
         top = await channel.declare_queue(app.sender.names.delay_level(longest), passive=True)
         assert top.declaration_result.message_count == 1, "parked in the longest delay level"
-        time.sleep(0.5)  # noqa: ASYNC251 - a requeue loop would run it again meanwhile
+        await asyncio.sleep(0.5)  # a requeue loop would run it again meanwhile
     assert runs == [1], "retried once, into the longest delay, not looped"
     assert "over the longest delay" in caplog.text

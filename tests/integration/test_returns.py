@@ -10,18 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import aio_pika
-from pydantic import BaseModel
 
 from leveret import App, TaskContext, Worker
 from leveret.amqp.topology import Names
 from leveret.ops.metrics import Metrics
-from tests.helpers import dead_letters, running, wait_for
+from tests.support.deadletters import dead_letters
+from tests.support.models import Job
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 LIMIT = 3
-
-
-class Job(BaseModel):
-    n: int
 
 
 async def test_a_returned_task_is_counted_run_alone_and_stopped_at_the_limit(

@@ -8,7 +8,8 @@ from decimal import Decimal
 from pydantic import BaseModel
 
 from leveret import App, Task, TaskContext, Worker
-from tests.helpers import running, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 
 class Address(BaseModel):

@@ -11,7 +11,8 @@ import pytest
 
 from leveret import App
 from tests.apps.spine import Job, job
-from tests.helpers import Output, wait_for
+from tests.support.processes import Output
+from tests.support.waiting import wait_for
 
 TASKS = 600
 

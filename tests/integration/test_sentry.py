@@ -5,26 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sentry_sdk
-from pydantic import BaseModel
 
 from leveret import App, RetryPolicy, Worker
 from leveret.ops.sentry import SentryMiddleware
-from tests.apps.ops_app import Sleep, fail
+from tests.apps.ops_app import fail
 from tests.apps.ops_sentry import Envelopes
-from tests.apps.ops_support import Output, events, free_port, wait_status
-from tests.helpers import running, wait_for
+from tests.support.models import Job, Sleep
+from tests.support.ops import events, start_ops_worker
+from tests.support.waiting import wait_for
+from tests.support.workers import Spawn, running
 
 FAST = RetryPolicy(max_attempts=2, base=0.01, jitter="none")
-
-
-class Job(BaseModel):
-    n: int
 
 
 @pytest.fixture
@@ -65,7 +61,7 @@ async def test_dead_letter_reported_with_tags_and_trace_joins_the_sender(
             flaky_id = await app.send(flaky, Job(n=2))
         await wait_for(lambda: len(done) == 4)
         await wait_for(lambda: len(ingest.of_type("transaction")) >= 1)
-    sentry_sdk.flush(timeout=5)
+    sentry_sdk.flush(timeout=30)
 
     errors = ingest.of_type("event")
     assert len(errors) == 1, "one event: the dead letter; no event for the retry that recovered"
@@ -128,7 +124,7 @@ async def test_report_retries_reports_every_failed_attempt(
     async with running(Worker(app, concurrency=4)):
         await app.send(flaky, Job(n=2))
         await wait_for(lambda: len(done) == 2)
-    sentry_sdk.flush(timeout=5)
+    sentry_sdk.flush(timeout=30)
     errors = ingest.of_type("event")
     assert [e["tags"]["task.attempt"] for e in errors] == ["1"]
     assert not ingest.of_type("transaction"), "no tracing without a sample rate"
@@ -136,20 +132,14 @@ async def test_report_retries_reports_every_failed_attempt(
 
 async def test_worker_sentry_dsn_flag(
     make_app: Callable[..., App],
-    spawn_worker: Callable[..., subprocess.Popen[bytes]],
+    spawn_worker: Spawn,
     ingest: Envelopes,
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "ledger"
-    port = free_port()
-    proc = spawn_worker(
-        "tests.apps.ops_app:app",
-        "--health-port",
-        str(port),
-        env={"OPS_LEDGER": str(path), "LEVERET_SENTRY_DSN": ingest.dsn},
+    proc, output, _ = await start_ops_worker(
+        spawn_worker, path, env={"LEVERET_SENTRY_DSN": ingest.dsn}
     )
-    output = Output(proc)
-    await wait_status(port, "/readyz", 200)
     app = make_app()
     app.add(fail)
     task_id = await app.send(fail, Sleep(seconds=0))

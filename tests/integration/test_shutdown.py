@@ -13,25 +13,12 @@ import psutil
 import pytest
 
 from leveret import App
-from tests.apps.ops_app import Sleep, slow, slow_sync
-from tests.apps.ops_support import Output, events, free_port, ledger, metric, scrape, wait_status
-from tests.helpers import wait_for
-
-APP = "tests.apps.ops_app:app"
-Spawn = Callable[..., subprocess.Popen[bytes]]
-
-
-async def start(
-    spawn: Spawn, ledger_path: Path, *args: str
-) -> tuple[subprocess.Popen[bytes], Output, int]:
-    port = free_port()
-    proc = spawn(APP, "--health-port", str(port), *args, env={"OPS_LEDGER": str(ledger_path)})
-    output = Output(proc)
-    try:
-        await wait_status(port, "/readyz", 200)
-    except AssertionError:
-        raise AssertionError("worker never became ready:\n" + output.text) from None
-    return proc, output, port
+from tests.apps.ops_app import slow, slow_sync
+from tests.support.amqp import queue_size
+from tests.support.models import Sleep
+from tests.support.ops import events, ledger, metric, scrape, start_ops_worker, wait_status
+from tests.support.waiting import wait_for
+from tests.support.workers import Spawn
 
 
 async def exited(proc: subprocess.Popen[bytes], within: float) -> int:
@@ -39,26 +26,19 @@ async def exited(proc: subprocess.Popen[bytes], within: float) -> int:
 
 
 async def queued(app: App, queue: str) -> int:
-    connection = await app.connector.get()
-    channel = await connection.channel()
-    try:
-        raw = await channel.get_underlay_channel()
-        ok = await raw.queue_declare(app.sender.names.work_queue(queue), passive=True)
-        return int(ok.message_count or 0)
-    finally:
-        await channel.close()
+    return await queue_size(app.settings.url, app.sender.names.work_queue(queue))
 
 
 async def test_sigterm_lets_running_tasks_finish_and_takes_no_new_ones(
     make_app: Callable[..., App], spawn_worker: Spawn, tmp_path: Path
 ) -> None:
     path = tmp_path / "ledger"
-    proc, output, port = await start(
+    proc, output, port = await start_ops_worker(
         spawn_worker, path, "--concurrency", "16", "--shutdown-timeout", "30"
     )
     app = make_app()
     app.add(slow)
-    await app.send_many(slow, [Sleep(seconds=2.0)] * 10)
+    await app.send_many(slow, [Sleep(seconds=5.0)] * 10)  # long enough to see it unready
     await wait_for(lambda: events(path)["start"] == 10)
 
     proc.send_signal(signal.SIGTERM)
@@ -81,7 +61,7 @@ async def test_tasks_longer_than_the_timeout_are_redelivered_to_another_worker(
     make_app: Callable[..., App], spawn_worker: Spawn, tmp_path: Path
 ) -> None:
     path = tmp_path / "ledger"
-    first, output, _ = await start(
+    first, output, _ = await start_ops_worker(
         spawn_worker, path, "--concurrency", "4", "--shutdown-timeout", "1"
     )
     app = make_app()
@@ -90,12 +70,14 @@ async def test_tasks_longer_than_the_timeout_are_redelivered_to_another_worker(
     ids = await app.send_many(slow, [Sleep(seconds=4.0)] * 2)
     ids += await app.send_many(slow_sync, [Sleep(seconds=4.0)] * 2)
     await wait_for(lambda: events(path)["start"] == 4)
-    second, _, _ = await start(spawn_worker, path, "--concurrency", "4")
 
     first.send_signal(signal.SIGTERM)
     started = time.monotonic()
     code = await exited(first, 30)
     took = time.monotonic() - started
+    # Started only now: however long a start takes, the tasks can only reach it
+    # through the first worker letting go of them.
+    second, _, _ = await start_ops_worker(spawn_worker, path, "--concurrency", "4")
 
     assert code == 0, output.text
     assert took < 30, f"exited {took:.1f} s after SIGTERM"
@@ -113,17 +95,17 @@ async def test_second_sigint_exits_at_once(
     make_app: Callable[..., App], spawn_worker: Spawn, tmp_path: Path
 ) -> None:
     path = tmp_path / "ledger"
-    proc, output, _ = await start(spawn_worker, path, "--shutdown-timeout", "60")
+    proc, output, _ = await start_ops_worker(spawn_worker, path, "--shutdown-timeout", "60")
     app = make_app()
     app.add(slow)
     await app.send(slow, Sleep(seconds=60))
     await wait_for(lambda: events(path)["start"] == 1)
 
     proc.send_signal(signal.SIGINT)
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: "SIGINT received" in output.text, what="the first SIGINT is seen")
     assert proc.poll() is None, "the first SIGINT drains"
     proc.send_signal(signal.SIGINT)
-    assert await exited(proc, 10) == 130, output.text
+    assert await exited(proc, 30) == 130, output.text
     assert await queued(app, "ops") == 1, "the unfinished task went back to the queue"
 
 
@@ -132,7 +114,7 @@ async def test_processes_restart_a_dead_child_and_drain_on_sigterm(
     make_app: Callable[..., App], spawn_worker: Spawn, tmp_path: Path
 ) -> None:
     path = tmp_path / "ledger"
-    parent, output, port = await start(
+    parent, output, port = await start_ops_worker(
         spawn_worker, path, "--processes", "2", "--concurrency", "4", "--shutdown-timeout", "30"
     )
     children = psutil.Process(parent.pid).children()

@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from pydantic import BaseModel
 
 from leveret import NO_RETRY, App, Task, Worker
 from leveret import time_limits as deadlines
-from tests.helpers import running, wait_for
-
-
-class Nap(BaseModel):
-    seconds: float
+from tests.support.models import Sleep as Nap
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 
 @pytest.mark.parametrize("swept", [False, True], ids=["asyncio-timeout", "swept"])
@@ -24,13 +21,13 @@ async def test_slow_task_is_dead_lettered_as_timeout(make_app, monkeypatch, swep
     nap = Task("naps.take", Nap, queue="naps")
     finished: list[float] = []
 
-    @app.handle(nap, retry=NO_RETRY, timeout=0.3)
+    @app.handle(nap, retry=NO_RETRY, timeout=2.0)
     async def take(n: Nap) -> None:
         await asyncio.sleep(n.seconds)
         finished.append(n.seconds)
 
     async with running(Worker(app, concurrency=4)) as worker:
-        await app.send(nap, Nap(seconds=5))
+        await app.send(nap, Nap(seconds=30))
         await app.send(nap, Nap(seconds=0.01))
         await wait_for(lambda: sum(worker.counts.values()) == 2)
     assert finished == [0.01]

@@ -11,7 +11,8 @@ import aio_pika
 from pydantic import BaseModel
 
 from leveret import App, Task, TaskContext, Worker
-from tests.helpers import running, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import running
 
 
 class Invoice(BaseModel):

@@ -50,9 +50,9 @@ async def test_nothing_starts_while_a_delivery_runs_alone() -> None:
             order.append("suspect end")
 
     first = asyncio.create_task(normal("before", 0.1))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one turn of the loop: it has entered
     alone = asyncio.create_task(suspect())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)
     assert gate.busy
     late = asyncio.create_task(normal("after", 0))
     await asyncio.gather(first, alone, late)
@@ -83,8 +83,8 @@ async def test_waiting_ends_when_the_worker_stops() -> None:
     assert not waiting.done()
     assert not held.done()
     stopping.set()
-    assert await asyncio.wait_for(waiting, 1) is False
-    assert await asyncio.wait_for(held, 1) is False
+    assert await asyncio.wait_for(waiting, 30) is False
+    assert await asyncio.wait_for(held, 30) is False
     assert not gate.busy
 
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from leveret import App, InvalidArgument, LeveretError, PayloadInvalid, Retry, Task
+from tests.support import ROOT
+from tests.support.processes import leveret_command
 
-ROOT = Path(__file__).resolve().parents[2]
 #: Nothing listens here: a test that reached the broker would fail, not pass.
 NOWHERE = "amqp://guest:guest@127.0.0.1:1/"
 
@@ -93,7 +92,7 @@ def test_a_negative_or_nan_retry_delay_is_an_invalid_argument(delay: timedelta |
 def leveret(*args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "LEVERET_URL": NOWHERE, "COLUMNS": "40"}
     return subprocess.run(
-        [sys.executable, "-m", "leveret", *args],
+        leveret_command(*args),
         env={**env, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         capture_output=True,

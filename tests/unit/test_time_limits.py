@@ -8,6 +8,7 @@ import pytest
 
 from leveret import time_limits as deadlines
 from leveret.time_limits import Deadlines
+from tests.support.waiting import wait_for
 
 
 async def test_a_task_past_its_limit_is_cancelled_and_reported() -> None:
@@ -23,22 +24,21 @@ async def test_a_task_past_its_limit_is_cancelled_and_reported() -> None:
         return False
 
     started = asyncio.get_running_loop().time()
-    assert await asyncio.wait_for(slow(), 3) is True
+    assert await asyncio.wait_for(slow(), 30) is True
     took = asyncio.get_running_loop().time() - started
-    assert 0.15 <= took < 0.15 + deadlines.TICK + 1.0
+    assert 0.15 <= took < 0.15 + deadlines.TICK + 3.0, "cancelled when due, not at the end"
 
 
 async def test_tasks_within_their_limit_are_left_alone() -> None:
     limits = Deadlines()
 
     async def quick(i: int) -> bool:
-        task = limits.enter(0.3 + i)
+        task = limits.enter(3 + i)
         await asyncio.sleep(0.01)
         return limits.leave(task)
 
     assert await asyncio.gather(*(quick(i) for i in range(50))) == [False] * 50
-    await asyncio.sleep(deadlines.TICK * 2)  # the sweep stops once nothing is timed
-    assert limits._sweeping is None
+    await wait_for(lambda: limits._sweeping is None, what="the sweep stops once nothing is timed")
 
 
 async def test_an_outside_cancellation_is_not_a_timeout() -> None:

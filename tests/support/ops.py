@@ -1,17 +1,44 @@
-"""What the operations tests share: reading a worker's output, probing its endpoints."""
+"""For tests of the operations edge: a worker's health and metrics endpoints, and the
+ledger that tests.apps.ops_app writes from inside worker processes."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 from leveret.ops.discovery import free_port
 from leveret.ops.health import probe
-from tests.helpers import Output
+from tests.support.processes import Output
+from tests.support.waiting import PATIENCE
+from tests.support.workers import Spawn
 
-__all__ = ["Output", "events", "free_port", "ledger", "metric", "scrape", "status", "wait_status"]
+OPS_APP = "tests.apps.ops_app:app"
+
+
+async def start_ops_worker(
+    spawn: Spawn, ledger_path: Path, *args: str, env: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Output, int]:
+    """A worker of tests.apps.ops_app with its health server on a free port, writing
+    its ledger to ``ledger_path``; returned once /readyz says it is ready, with its
+    output reader and that port."""
+    port = free_port()
+    proc = spawn(
+        OPS_APP,
+        "--health-port",
+        str(port),
+        *args,
+        env={"OPS_LEDGER": str(ledger_path), **(env or {})},
+    )
+    output = Output(proc)
+    try:
+        await wait_status(port, "/readyz", 200)
+    except AssertionError:
+        raise AssertionError("worker never became ready:\n" + output.text) from None
+    return proc, output, port
 
 
 def ledger(path: Path) -> list[tuple[str, str, bool]]:
@@ -38,7 +65,7 @@ async def status(port: int, path: str) -> int | None:
     return code
 
 
-async def wait_status(port: int, path: str, expected: int, within: float = 30.0) -> None:
+async def wait_status(port: int, path: str, expected: int, within: float = PATIENCE) -> None:
     deadline = time.monotonic() + within
     last: int | None = None
     while time.monotonic() < deadline:
@@ -50,7 +77,7 @@ async def wait_status(port: int, path: str, expected: int, within: float = 30.0)
 
 
 async def scrape(port: int) -> str:
-    code, body = await probe("127.0.0.1", port, "/metrics", 5.0)
+    code, body = await probe("127.0.0.1", port, "/metrics", 30.0)
     assert code == 200
     return body.decode()
 

@@ -17,7 +17,7 @@ from leveret.amqp.topology import Overflow, QueueSpec
 from leveret.errors import ConfigError, PayloadInvalid, TaskNotFound
 from leveret.middleware import Emitter, Middleware
 from leveret.retry import RetryPolicy
-from leveret.sending import TaskSender
+from leveret.sending import RABBITMQ, TaskSender, Transport
 from leveret.settings import QueueType, Settings
 from leveret.task import M, Registration, Task, model_of, registration
 
@@ -47,6 +47,7 @@ class App:
         self.registry: dict[str, Registration] = {}
         self.contracts: dict[str, Task[Any]] = {}
         self.queues: dict[str, QueueSpec] = {}
+        self.transport = RABBITMQ
         self.connector = Connector(self.settings, name=app_id or "leveret")
         self._sender: TaskSender | None = None
 
@@ -139,9 +140,26 @@ class App:
     def sender(self) -> TaskSender:
         if self._sender is None:
             self._sender = TaskSender(
-                self.connector, self.settings, app_id=self.app_id, emitter=self.emitter
+                self.connector,
+                self.settings,
+                app_id=self.app_id,
+                emitter=self.emitter,
+                transport=self.transport,
             )
         return self._sender
+
+    def bind(self, transport: Transport = RABBITMQ, *, settings: Settings | None = None) -> None:
+        """Send through ``transport``, with ``settings`` if given, from the next send on.
+
+        The testing kit binds an app to its in-memory broker, or to a throwaway
+        namespace of a real one, and binds it back afterwards. Close the app first: the
+        current connection is let go, not closed.
+        """
+        if settings is not None:
+            self.settings = settings
+        self.transport = transport
+        self.connector = transport.connector(self.settings, name=self.app_id or "leveret")
+        self._sender = None
 
     async def send(
         self,

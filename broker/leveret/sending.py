@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -57,6 +58,22 @@ class SingleFlight:
             task.exception()  # seen, even if every caller was cancelled before the end
 
 
+@dataclass(frozen=True)
+class Transport:
+    """Where sends go: how to connect, publish with confirms and declare.
+
+    RabbitMQ unless an App is bound to another (``App.bind``): the testing kit's
+    in-memory broker subclasses these three and models RabbitMQ's semantics.
+    """
+
+    connector: Callable[..., Connector] = Connector
+    publisher: Callable[[Connector, Settings], ConfirmPublisher] = ConfirmPublisher
+    topology: Callable[[Settings], Topology] = Topology
+
+
+RABBITMQ = Transport()
+
+
 class TaskSender:
     """Sends tasks: validated, size-checked, persistent, confirmed."""
 
@@ -67,13 +84,14 @@ class TaskSender:
         *,
         app_id: str | None,
         emitter: Emitter | None = None,
+        transport: Transport = RABBITMQ,
     ) -> None:
         self.settings = settings
         #: Shared with the App: middleware added later is called too.
         self.emitter = emitter if emitter is not None else Emitter([])
         self.names = Names(settings.namespace)
-        self.topology = Topology(settings)
-        self.publisher = ConfirmPublisher(connector, settings)
+        self.topology = transport.topology(settings)
+        self.publisher = transport.publisher(connector, settings)
         self._connector = connector
         self._app_id = app_id
         self._declared = False

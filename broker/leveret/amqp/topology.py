@@ -204,6 +204,11 @@ class Topology:
         for exchange in (n.tasks_exchange, n.delivery_exchange, n.dead_exchange, n.unroutable):
             await channel.exchange_delete(exchange)
 
+    async def delete_on(self, connection: AbstractConnection, queues: list[str]) -> None:
+        """``delete``, on a channel of its own (the testing kit's throwaway namespaces)."""
+        async with _channel(connection) as channel:
+            await self.delete(channel, queues)
+
 
 @asynccontextmanager
 async def _channel(connection: AbstractConnection) -> AsyncIterator[AbstractChannel]:

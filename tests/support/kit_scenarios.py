@@ -61,7 +61,7 @@ def scenario_app() -> App:
     @app.task(name="kit.later", queue=QUEUE, retry=fast)
     async def later(job: Job, ctx: TaskContext) -> None:
         if ctx.attempt == 1:
-            raise Retry("not yet", delay=0.5)
+            raise Retry("not yet", delay=2.0)
 
     @app.task(name="kit.slow", queue=QUEUE, retry=NO_RETRY, timeout=0.05)
     async def slow(job: Job) -> None:
@@ -126,20 +126,20 @@ async def retry_backoff(h: Harness) -> Result:
 
 
 async def retry_delay(h: Harness) -> Result:
-    """``Retry(delay=0.5)``: not run again before, run after."""
+    """``Retry(delay=2)``: not run again before, run after (2 s leaves RabbitMQ room)."""
     await h.send(_task(h, "kit.later"), Job(n=1))
     await h.run_until_idle()
     await h.advance(0.1)
     early = len(h.runs)
-    await h.advance(0.8)
+    await h.advance(2.0)
     return await result(h, extra={"runs_after_0.1s": early})
 
 
 async def delayed_send(h: Harness) -> Result:
-    await h.send(_task(h, "kit.ordered"), Job(n=7), delay=0.5)
+    await h.send(_task(h, "kit.ordered"), Job(n=7), delay=2.0)
     await h.run_until_idle()
     before = len(h.runs)
-    await h.advance(0.8)
+    await h.advance(2.0)
     return await result(h, extra={"runs_before": before})
 
 

@@ -70,3 +70,10 @@ def spawn_worker(amqp_url: str, namespace: str) -> Iterator[Spawn]:
     yield spawn
     for proc in procs:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def leveret_broker_url(amqp_url: str) -> str:
+    """The testing kit's real-broker fixtures (the leveret pytest plugin) use this
+    suite's broker."""
+    return amqp_url

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import aio_pika
 
-from bench import apps, raw, worker
+from bench import apps, kit, raw, worker
 from bench.harness import BenchError, Harness, Report, WorkerProc
 from leveret import App
 
@@ -553,6 +553,30 @@ async def delays(h: Harness, s: Sizes) -> list[Row]:
     ]
 
 
+async def testing_kit(h: Harness, s: Sizes) -> list[Row]:
+    memory, real, slowest = await kit.contract_scenarios(h, repeat=5 * s.repeat)
+    what = f"{len(kit.SCENARIOS)} contract scenarios (leveret.testing)"
+    return [
+        Row(
+            "testing-kit",
+            f"{what}: in memory vs on RabbitMQ",
+            "tests/s",
+            memory,
+            real,
+            note="baseline: the same scenarios on RabbitMQ (BrokerKit)",
+        ),
+        Row(
+            "testing-kit",
+            f"{what}: slowest in memory",
+            "ms",
+            slowest * 1000,
+            None,
+            better="lower",
+            limit=100.0,
+        ),
+    ]
+
+
 SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
     "publish": publishing,
     "cold-burst": cold_burst,
@@ -563,4 +587,5 @@ SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
     "delays": delays,
     "scale-out": scale_out,
     "observability": observed,
+    "testing-kit": testing_kit,
 }

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from leveret import App, NO_RETRY, Permanent, Retry, RetryPolicy, TaskContext
+from leveret import NO_RETRY, App, Permanent, Retry, RetryPolicy, TaskContext
 from leveret.testing import Harness
 from tests.support.models import Job
 
@@ -42,7 +42,9 @@ def scenario_app() -> App:
     order: list[int] = []
     app.state = {"order": order}  # type: ignore[attr-defined]
 
-    @app.task(name="kit.flaky", queue=QUEUE, retry=RetryPolicy(max_attempts=5, base=0.2, jitter="none"))
+    @app.task(
+        name="kit.flaky", queue=QUEUE, retry=RetryPolicy(max_attempts=5, base=0.2, jitter="none")
+    )
     async def flaky(args: Flaky, ctx: TaskContext) -> None:
         seen = attempts[ctx.task_id] = attempts.get(ctx.task_id, 0) + 1
         if seen <= args.failures:

@@ -59,7 +59,7 @@ async def test_receipts_go_before_thumbnails_of_lower_priority(leveret_kit: Kit)
 
 async def test_sending_what_the_app_does_not_know_fails_at_the_send(leveret_kit: Kit) -> None:
     stranger = Task("billing.refund", Receipt, queue="emails")
-    with pytest.raises(TaskNotFound, match="billing.refund"):
+    with pytest.raises(TaskNotFound, match=r"billing\.refund"):
         await leveret_kit.send(stranger, RECEIPT)
     with pytest.raises(PayloadInvalid, match="takes Receipt, not Thumbnail"):
         await leveret_kit.send(send_receipt, Thumbnail(image_id="x", width=1, height=1))  # type: ignore[arg-type]

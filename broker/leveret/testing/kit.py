@@ -33,8 +33,7 @@ from leveret.testing.record import run_of
 MAX_DELIVERIES = 100_000
 
 
-
-class WorkerKilled(BaseException):  # noqa: N818 - named for what it models, like SystemExit
+class WorkerKilled(BaseException):
     """Raise it in a handler to model its worker dying mid-task (SIGKILL, OOM).
 
     In-memory only: the delivery goes back to its queue unsettled and ``redelivered``,
@@ -225,8 +224,12 @@ class Kit(Harness):
         found = []
         for queue in flt.queues or sorted(self.app.queues):
             dead = self.broker.dead_queue(queue)
-            for msg in dead.messages if dead is not None else []:
-                letter = DeadLetter.parse(queue, msg.body, self.broker.deliver(msg).header.properties)
+            if dead is None:
+                continue
+            for msg in dead.messages:
+                letter = DeadLetter.parse(
+                    queue, msg.body, self.broker.deliver(msg).header.properties
+                )
                 if flt.matches(letter):
                     found.append((dead, msg, letter))
         return found

@@ -85,9 +85,7 @@ class MemoryQueue:
 class MemoryBroker:
     """The namespace's exchanges and queues, and the messages waiting in delay levels."""
 
-    def __init__(
-        self, settings: Settings, clock: Clock, known_task: Callable[[str], bool]
-    ) -> None:
+    def __init__(self, settings: Settings, clock: Clock, known_task: Callable[[str], bool]) -> None:
         self.settings = settings
         self.names = Names(settings.namespace)
         self.clock = clock
@@ -141,9 +139,7 @@ class MemoryBroker:
         if (
             check
             and exchange in (n.tasks_exchange, *self._levels)
-            and not self._known_task(
-                msg.properties.message_type or ""
-            )
+            and not self._known_task(msg.properties.message_type or "")
         ):
             raise TaskNotFound(
                 f"task {msg.properties.message_type!r} is not known to this app: define it "

@@ -34,7 +34,7 @@ try:
 
     _async_fixture = pytest_asyncio.fixture
 except ImportError:  # pragma: no cover - without pytest-asyncio the async fixtures cannot run
-    _async_fixture = pytest.fixture
+    _async_fixture = pytest.fixture  # type: ignore[assignment]
 
 
 def pytest_configure(config: pytest.Config) -> None:

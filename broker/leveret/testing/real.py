@@ -70,7 +70,9 @@ class BrokerKit(Harness):
         if self._saved is None:
             await app.close()
             self._saved = (app.transport, app.settings)
-            settings = app.settings.model_copy(update={"url": self.url, "namespace": self.namespace})
+            settings = app.settings.model_copy(
+                update={"url": self.url, "namespace": self.namespace}
+            )
             app.bind(RABBITMQ, settings=settings)
             app.middleware.append(self.recorder)
             self._started = time.monotonic()

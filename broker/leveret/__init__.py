@@ -6,8 +6,10 @@ itself, and dead letters an operator can inspect and replay.
 The names below are the public API. Of the modules, ``leveret.deadletter`` (dead-letter
 operations), ``leveret.ops.sentry`` (``SentryMiddleware``), ``leveret.ops.health``
 (``HealthServer``), ``leveret.ops.logs``
-(``TaskLog``), ``leveret.ops.metrics`` (``Metrics``) and ``leveret.ops.discovery``
-(``find_broker``) are public too; everything else is internal and may change.
+(``TaskLog``), ``leveret.ops.metrics`` (``Metrics``), ``leveret.ops.discovery``
+(``find_broker``) and ``leveret.integrations.django`` (``send_on_commit``) are public
+too; ``App.sync`` is ``leveret.sync.SyncSender``. Everything else is internal and may
+change.
 """
 
 from leveret.app import App

@@ -179,6 +179,43 @@ async def publishing(h: Harness, s: Sizes) -> list[Row]:
     ]
 
 
+async def sync_publishing(h: Harness, s: Sizes) -> list[Row]:
+    """``app.sync.send`` one at a time from a plain thread, beside ``await send()``."""
+    jobs = [apps.Job(n=i) for i in range(s.one_by_one)]
+
+    def sync_one(some: list[apps.Job]) -> None:
+        for job in some:
+            h.app.sync.send(apps.noop, job)
+
+    async def ours_one(some: list[apps.Job]) -> None:
+        for job in some:
+            await h.app.send(apps.noop, job)
+
+    await asyncio.to_thread(sync_one, jobs[:10])  # warm up both: connect, declare
+    await ours_one(jobs[:10])
+    rounds = 4
+    sync_time = async_time = 0.0
+    one = s.one_by_one // rounds
+    for r in range(rounds):  # alternating, so that both see the same load
+        some = jobs[r * one : (r + 1) * one]
+        async_time += await _timed(ours_one(some))
+        sync_time += await _timed(asyncio.to_thread(sync_one, some))
+        await h.purge("work")
+    await asyncio.to_thread(h.app.sync.close)
+    count = one * rounds
+    return [
+        Row(
+            "publish, sync, one at a time",
+            "app.sync.send() in a thread's loop",
+            "tasks/s",
+            count / sync_time,
+            count / async_time,
+            target=0.8,
+            note="vs await send() one at a time",
+        )
+    ]
+
+
 async def cold_burst(h: Harness, s: Sizes) -> list[Row]:
     """A burst from a process that has not sent yet: the first ``send_many`` connects,
     declares the shared topology and opens its channel on the way. The same App's next
@@ -579,6 +616,7 @@ async def testing_kit(h: Harness, s: Sizes) -> list[Row]:
 
 SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
     "publish": publishing,
+    "sync-publish": sync_publishing,
     "cold-burst": cold_burst,
     "drain": drain,
     "end-to-end": end_to_end,

@@ -6,6 +6,7 @@ and the worker is given it (``leveret worker module:app``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Concatenate
@@ -19,6 +20,7 @@ from leveret.middleware import Emitter, Middleware
 from leveret.retry import RetryPolicy
 from leveret.sending import RABBITMQ, TaskSender, Transport
 from leveret.settings import QueueType, Settings
+from leveret.sync import SyncSender
 from leveret.task import M, Registration, Task, model_of, registration
 
 HandlerOf = Callable[Concatenate[M, ...], Any]
@@ -50,6 +52,7 @@ class App:
         self.transport = RABBITMQ
         self.connector = Connector(self.settings, name=app_id or "leveret")
         self._sender: TaskSender | None = None
+        self._sync: SyncSender | None = None
 
     # -- defining -----------------------------------------------------------------
 
@@ -161,6 +164,17 @@ class App:
         self.connector = transport.connector(self.settings, name=self.app_id or "leveret")
         self._sender = None
 
+    @property
+    def sync(self) -> SyncSender:
+        """Blocking ``send`` and ``send_many`` for sync code, safe from many threads.
+
+        Its own connection, owned by a background event-loop thread started on the
+        first send (and afresh in a forked child); closed at exit or by ``close()``.
+        """
+        if self._sync is None:
+            self._sync = SyncSender(self.settings, app_id=self.app_id, emitter=self.emitter)
+        return self._sync
+
     async def send(
         self,
         task: Task[M],
@@ -255,6 +269,8 @@ class App:
         if self._sender is not None:
             await self._sender.close()
         await self.connector.close()
+        if self._sync is not None and self._sync.started:
+            await asyncio.to_thread(self._sync.close)
 
     async def __aenter__(self) -> App:
         return self

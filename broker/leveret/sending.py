@@ -184,6 +184,15 @@ class TaskSender:
         emitter.after_send(name, queue, task_id, len(body), None)
         return task_id
 
+    def check_options(
+        self, priority: int, delay: timedelta | float | None, at: datetime | None
+    ) -> None:
+        """Refuse a priority, delay or time a send could not use, without connecting."""
+        self.check_priority(priority)
+        seconds = _delay_seconds(delay, at)
+        if seconds:
+            self.delay_units(seconds)
+
     def check_priority(self, priority: int) -> None:
         if not 0 <= priority <= self.settings.max_priority:
             raise InvalidArgument(

@@ -7,6 +7,7 @@ the baseline's, so > 1 is better for rates and < 1 for latencies and memory.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import math
 import random
 import time
@@ -314,7 +315,8 @@ async def observed(h: Harness, s: Sizes) -> list[Row]:
     if missing is not None:
         return [Row("observability on", metric, "tasks/s", None, None, target=0.85,
                     note=f"n/a: {missing}") for metric in metrics.values()]  # fmt: skip
-    bare = raw = 0.0
+    bare = raw = traced = 0.0
+    otel = importlib.util.find_spec("opentelemetry.sdk") is not None
     on = dict.fromkeys(rates, 0.0)
     cpu: dict[str, float] = {}
     for _ in range(s.repeat):
@@ -328,6 +330,10 @@ async def observed(h: Harness, s: Sizes) -> list[Row]:
             rate, (rep,) = await _drain(h, "leveret", "work", apps.noop, s.drain, 256, env=env)
             on[label] = max(on[label], rate)
             cpu[label] = min(cpu.get(label, math.inf), rep.cpu_per_task_ms or math.inf)
+        if otel:
+            env = {"BENCH_OBSERVE": "1", "BENCH_SENTRY_TRACES": "0", "BENCH_OTEL": "1"}
+            rate, _ = await _drain(h, "leveret", "work", apps.noop, s.drain, 256, env=env)
+            traced = max(traced, rate)
     default = "errors only"  # what `leveret worker` runs with: Sentry has no traces rate
     rows = [
         Row(
@@ -341,6 +347,17 @@ async def observed(h: Harness, s: Sizes) -> list[Row]:
         )
         for label in rates
     ]
+    rows.append(
+        Row(
+            "observability on",
+            "the same, Sentry errors only, plus OpenTelemetry (every span sampled, batch-exported)",
+            "tasks/s",
+            traced if otel else None,
+            bare,
+            note="the baseline column is the bare engine"
+            + ("" if otel else "; n/a: leveret[otel] is not installed"),
+        )
+    )
     what = "one default-configured worker (metrics, JSON logs, Sentry errors only)"
     rows.append(
         Row(

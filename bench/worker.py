@@ -56,6 +56,24 @@ def observe(worker: Worker) -> None:
     installed = metrics.Metrics().install(worker.app)
     if hasattr(installed, "watch"):
         installed.watch(worker)
+    if os.environ.get("BENCH_OTEL") == "1":
+        traced(worker)
+
+
+def traced(worker: Worker) -> None:
+    """OpenTelemetry on every task: an SDK provider, every span sampled, batch-exported
+    to an exporter that drops them (the SDK's cost, not a collector's)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    otel: Any = importlib.import_module("leveret.otel")
+    otel.OpenTelemetryMiddleware(provider).install(worker.app)
 
 
 async def serve(worker: Worker) -> None:

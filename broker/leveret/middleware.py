@@ -32,6 +32,10 @@ from leveret.task import TaskContext
 
 log = logging.getLogger(__name__)
 
+#: Key of ``TaskContext.state`` a middleware may set, in ``before_task``, to a dict of
+#: headers the task's retry copy should carry (tracing links one attempt to the next).
+RETRY_HEADERS = "retry_headers"
+
 
 class Outcome(StrEnum):
     """How one attempt of a task ended."""

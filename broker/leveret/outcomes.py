@@ -17,7 +17,7 @@ from leveret.amqp import Delivery, Properties
 from leveret.amqp.consume import Settle
 from leveret.amqp.table import ExactProperties
 from leveret.errors import PublishError
-from leveret.middleware import Emitter, Outcome
+from leveret.middleware import RETRY_HEADERS, Emitter, Outcome
 from leveret.sending import TaskSender
 from leveret.task import TaskContext
 
@@ -63,6 +63,9 @@ class Outcomes:
         headers[message.LAST_ERROR] = message.describe(exc)
         headers[message.PUBLISHED_AT] = message.now_ms()
         headers.setdefault(message.ENQUEUED_AT, headers[message.PUBLISHED_AT])
+        added = ctx.state.get(RETRY_HEADERS)
+        if added:
+            headers.update(added)
         exchange, key = await self._sender.route(ctx.queue, delay)
         props = republished(delivered.header.properties, headers)
         await self._publisher.publish(exchange, key, delivered.body, props)

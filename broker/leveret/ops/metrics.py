@@ -3,8 +3,11 @@
 The names below are a contract: dashboards and alerts are written against them.
 Counters and histograms are fed by middleware hooks; what is a state rather than an
 event (tasks in progress, readiness, reconnects) is read from the worker when
-scraped, so it costs nothing per task. Label children are looked up once per
-(task, queue) and cached, so a task costs a few dictionary hits and lock-free adds.
+scraped, so it costs nothing per task. What each task feeds (its outcome, duration
+and queue wait) is kept in plain per-(task, queue) counters, a few integer adds and a
+bucket found by bisection, and rendered as the same counter and histogram families when
+scraped: exact at every scrape, for a fraction of what ``prometheus_client``'s locked
+children cost per task.
 
     from leveret.ops.metrics import Metrics
     metrics = Metrics().install(app)        # before the worker starts
@@ -14,13 +17,19 @@ scraped, so it costs nothing per task. Label children are looked up once per
 
 from __future__ import annotations
 
+import math
 import time
+from bisect import bisect_left
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
@@ -77,13 +86,48 @@ WAIT_BUCKETS = (
 CONFIRM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 15.0)
 
 
-@dataclass(slots=True)
-class _TaskSeries:
-    """The label children of one (task, queue), looked up once."""
+class _Buckets:
+    """One histogram child as plain numbers: what ``Histogram.observe`` keeps, unlocked.
 
-    processed: dict[Outcome, Any]
-    duration: Any
-    wait: Any
+    Only the event loop writes (hooks and scrapes both run there); a value goes in the
+    first bucket whose bound it does not exceed, as in ``prometheus_client``.
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = (*bounds, math.inf)
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        total, out = 0, []
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            total += count
+            out.append((_LE[bound], float(total)))
+        return out
+
+
+#: The ``le`` label of each bound, as prometheus_client writes it.
+_LE = {
+    b: format(b, "") if b != math.inf else "+Inf"
+    for b in (*DURATION_BUCKETS, *WAIT_BUCKETS, math.inf)
+}
+
+
+class _TaskSeries:
+    """What one (task, queue) fed: attempts by outcome, durations, queue waits."""
+
+    __slots__ = ("duration", "processed", "wait")
+
+    def __init__(self) -> None:
+        self.processed: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self.duration = _Buckets(DURATION_BUCKETS)
+        self.wait = _Buckets(WAIT_BUCKETS)
 
 
 class Metrics(Middleware):
@@ -98,33 +142,16 @@ class Metrics(Middleware):
             ["task", "queue"],
             registry=r,
         )
-        self.processed = Counter(
-            "leveret_tasks_processed",
-            "Task attempts by outcome: succeeded, retried, dead-lettered, "
-            "failed-permanently, abandoned.",
-            ["task", "queue", "outcome"],
-            registry=r,
-        )
+        self._series: dict[tuple[str, str], _TaskSeries] = {}
+        r.register(_TaskFamilies(self._series, "processed"))
         self.rejected = Counter(
             "leveret_messages_rejected",
             "Messages dead-lettered before any task ran (bad input), by reason.",
             ["queue", "reason"],
             registry=r,
         )
-        self.duration = Histogram(
-            "leveret_task_duration_seconds",
-            "Time a task attempt ran, in seconds.",
-            ["task", "queue"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
-        self.queue_wait = Histogram(
-            "leveret_task_queue_wait_seconds",
-            "Time from publish (leveret-published-at) to start, in seconds.",
-            ["task", "queue"],
-            buckets=WAIT_BUCKETS,
-            registry=r,
-        )
+        r.register(_TaskFamilies(self._series, "duration"))
+        r.register(_TaskFamilies(self._series, "wait"))
         self.publish_errors = Counter(
             "leveret_publish_errors",
             "Sends the broker did not take, by error: NotConfirmed (nacked - a full "
@@ -138,7 +165,6 @@ class Metrics(Middleware):
             buckets=CONFIRM_BUCKETS,
             registry=r,
         )
-        self._series: dict[tuple[str, str], _TaskSeries] = {}
         self._sent: dict[tuple[str, str], Any] = {}
         self._state: _WorkerState | None = None
         self._exposed = CollectorRegistry(auto_describe=False)
@@ -180,15 +206,10 @@ class Metrics(Middleware):
         return generate_latest(self._exposed)
 
     def series(self, task: str, queue: str) -> _TaskSeries:
-        """The label children of one task on one queue (created at zero on first use)."""
+        """The series of one task on one queue (created at zero on first use)."""
         found = self._series.get((task, queue))
         if found is None:
-            found = _TaskSeries(
-                processed={o: self.processed.labels(task, queue, o.value) for o in Outcome},
-                duration=self.duration.labels(task, queue),
-                wait=self.queue_wait.labels(task, queue),
-            )
-            self._series[(task, queue)] = found
+            found = self._series[(task, queue)] = _TaskSeries()
         return found
 
     # -- hooks ----------------------------------------------------------------------
@@ -197,13 +218,14 @@ class Metrics(Middleware):
         published = ctx.published_at_ms
         if published is not None:
             wait = time.time() - published / 1000
-            self.series(ctx.name, ctx.queue).wait.observe(wait if wait > 0 else 0.0)
+            series = self._series.get((ctx.name, ctx.queue)) or self.series(ctx.name, ctx.queue)
+            series.wait.observe(wait if wait > 0 else 0.0)
 
     def after_task(
         self, ctx: TaskContext, outcome: Outcome, error: BaseException | None, duration: float
     ) -> None:
-        series = self.series(ctx.name, ctx.queue)
-        series.processed[outcome].inc()
+        series = self._series.get((ctx.name, ctx.queue)) or self.series(ctx.name, ctx.queue)
+        series.processed[outcome] += 1
         series.duration.observe(duration)
 
     def on_rejected(self, queue: str, reason: str, error: BaseException) -> None:
@@ -219,6 +241,44 @@ class Metrics(Middleware):
         if child is None:
             child = self._sent[(task_name, queue)] = self.published.labels(task_name, queue)
         child.inc()
+
+
+#: name, help, and the label names beyond (task, queue), of the families tasks feed.
+_FAMILIES = {
+    "processed": (
+        "leveret_tasks_processed",
+        "Task attempts by outcome: succeeded, retried, dead-lettered, failed-permanently, "
+        "abandoned.",
+    ),
+    "duration": ("leveret_task_duration_seconds", "Time a task attempt ran, in seconds."),
+    "wait": (
+        "leveret_task_queue_wait_seconds",
+        "Time from publish (leveret-published-at) to start, in seconds.",
+    ),
+}
+
+
+class _TaskFamilies(Collector):
+    """One family fed by task hooks, rendered from the plain series when scraped."""
+
+    def __init__(self, series: dict[tuple[str, str], _TaskSeries], which: str) -> None:
+        self.series = series
+        self.which = which
+
+    def collect(self) -> Iterable[Metric]:
+        name, doc = _FAMILIES[self.which]
+        if self.which == "processed":
+            counter = CounterMetricFamily(name, doc, labels=["task", "queue", "outcome"])
+            for (task, queue), found in list(self.series.items()):
+                for outcome, count in found.processed.items():
+                    counter.add_metric([task, queue, outcome.value], count)
+            yield counter
+            return
+        histogram = HistogramMetricFamily(name, doc, labels=["task", "queue"])
+        for (task, queue), found in list(self.series.items()):
+            buckets: _Buckets = getattr(found, self.which)
+            histogram.add_metric([task, queue], buckets.cumulative(), buckets.sum)
+        yield histogram
 
 
 class _WorkerState(Collector):

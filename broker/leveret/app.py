@@ -61,8 +61,13 @@ class App:
         delivery_limit: int | None = 10,
         max_length: int | None = None,
         overflow: Overflow | None = None,
+        priority_bands: tuple[int, ...] = (),
     ) -> QueueSpec:
-        """Configure a work queue before it is first declared (its arguments then stick)."""
+        """Configure a work queue before it is first declared (its arguments then stick).
+
+        ``priority_bands`` makes strict priorities on quorum queues: one queue per band
+        (``(5,)``: 0-4 and 5 up), drained highest band first (README: 'Priorities').
+        """
         spec = QueueSpec(
             name=name,
             type=type or self.settings.queue_type,
@@ -70,6 +75,7 @@ class App:
             delivery_limit=delivery_limit,
             max_length=max_length,
             overflow=overflow,
+            priority_bands=tuple(priority_bands),
         )
         self.queues[name] = spec
         return spec
@@ -133,13 +139,21 @@ class App:
             known = ", ".join(sorted(self.registry)) or "none"
             raise TaskNotFound(f"no handler for task {name!r} (registered: {known})") from None
 
+    def priorities_on(self, queue: str) -> set[int]:
+        """The default priorities of the tasks this app routes to ``queue``."""
+        return {t.priority for t in self.contracts.values() if t.queue == queue}
+
     # -- sending ------------------------------------------------------------------
 
     @property
     def sender(self) -> TaskSender:
         if self._sender is None:
             self._sender = TaskSender(
-                self.connector, self.settings, app_id=self.app_id, emitter=self.emitter
+                self.connector,
+                self.settings,
+                app_id=self.app_id,
+                emitter=self.emitter,
+                specs=self.queues,
             )
         return self._sender
 
@@ -228,6 +242,8 @@ class App:
         """
         sender = self.sender
         names = list(queues) if queues is not None else sorted(self.queues)
+        for name in names:
+            sender.priorities.check(self.queue_spec(name), self.priorities_on(name))
         connection = await self.connector.get()
         await sender.topology.declare(connection, [self.queue_spec(name) for name in names])
         sender.core_declared()

@@ -63,7 +63,9 @@ class Outcomes:
         headers[message.LAST_ERROR] = message.describe(exc)
         headers[message.PUBLISHED_AT] = message.now_ms()
         headers.setdefault(message.ENQUEUED_AT, headers[message.PUBLISHED_AT])
-        exchange, key = await self._sender.route(ctx.queue, delay)
+        exchange, key = await self._sender.route(
+            ctx.queue, delay, delivered.header.properties.priority or 0
+        )
         props = republished(delivered.header.properties, headers)
         await self._publisher.publish(exchange, key, delivered.body, props)
         return delay
@@ -106,7 +108,7 @@ class Outcomes:
         headers = message.copy_headers(props.headers)
         headers[message.RETURNS] = returns
         headers[message.PUBLISHED_AT] = message.now_ms()
-        exchange, key = await self._sender.route(queue, after)
+        exchange, key = await self._sender.route(queue, after, props.priority or 0)
         await self._publisher.publish(exchange, key, delivered.body, republished(props, headers))
 
 

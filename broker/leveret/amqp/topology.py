@@ -39,15 +39,48 @@ class QueueSpec:
     max_length: int | None = None
     overflow: Overflow | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Lowest priority of each band above the base one, ascending: ``(5,)`` puts
+    #: priorities 5 and up in a queue of their own that workers drain first.
+    priority_bands: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in " #*"):
             raise ConfigError(f"queue name {self.name!r} must be non-empty, without spaces, # or *")
+        bands = self.priority_bands
+        if bands and (list(bands) != sorted(set(bands)) or not 0 < bands[0] <= bands[-1] <= 255):
+            raise ConfigError(
+                f"queue {self.name!r}: priority_bands {bands} must be distinct priorities "
+                "1..255 in ascending order, each the lowest priority of its band, e.g. (5,)"
+            )
         if self.type == "quorum" and self.overflow == "drop-head":
             raise ConfigError(
                 f"queue {self.name!r}: quorum queues dead-letter at-least-once only with "
                 "overflow 'reject-publish'; drop-head would lose messages"
             )
+
+    @property
+    def strict_priorities(self) -> bool:
+        """Whether every RabbitMQ version runs higher priorities first on this queue."""
+        return self.type == "classic" or bool(self.priority_bands)
+
+    def band(self, priority: int) -> str:
+        """The queue (by its short name) a message of ``priority`` goes to."""
+        chosen = self.name
+        for lowest in self.priority_bands:
+            if priority >= lowest:
+                chosen = band_name(self.name, lowest)
+        return chosen
+
+    @property
+    def bands(self) -> list[str]:
+        """Every queue (short names) of this spec, the highest band first."""
+        highs = [band_name(self.name, lowest) for lowest in reversed(self.priority_bands)]
+        return [*highs, self.name]
+
+
+def band_name(queue: str, lowest: int) -> str:
+    """The short name of the band of ``queue`` that starts at priority ``lowest``."""
+    return f"{queue}.p{lowest}"
 
 
 @dataclass(frozen=True)
@@ -174,17 +207,22 @@ class Topology:
             )
 
     async def declare_queue(self, channel: AbstractChannel, spec: QueueSpec) -> None:
-        """A work queue, its dead-letter queue, and their bindings."""
+        """A work queue (one per priority band), its dead-letter queue, and their bindings.
+
+        Every band dead-letters into the one dead-letter queue of the spec.
+        """
         n = self.names
-        work, dead = n.work_queue(spec.name), n.dead_queue(spec.name)
-        await _queue(channel, work, work_queue_arguments(spec, n))
+        for band in spec.bands:
+            work = n.work_queue(band)
+            await _queue(channel, work, work_queue_arguments(spec, n))
+            await channel.queue_bind(work, n.tasks_exchange, routing_key=band)
+            await channel.queue_bind(
+                work,
+                n.delivery_exchange,
+                routing_key=delay.delivery_pattern(self.settings.delay_levels, band),
+            )
+        dead = n.dead_queue(spec.name)
         await _queue(channel, dead, {"x-queue-type": spec.type})
-        await channel.queue_bind(work, n.tasks_exchange, routing_key=spec.name)
-        await channel.queue_bind(
-            work,
-            n.delivery_exchange,
-            routing_key=delay.delivery_pattern(self.settings.delay_levels, spec.name),
-        )
         await channel.queue_bind(dead, n.dead_exchange, routing_key=spec.name)
 
     async def delete(self, channel: AbstractChannel, queues: list[str]) -> None:

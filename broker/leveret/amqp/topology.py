@@ -165,7 +165,7 @@ class Topology:
         self, connection: AbstractConnection, specs: Iterable[QueueSpec], *, core: bool = True
     ) -> None:
         """Declare (on a channel of its own) the shared topology and these work queues."""
-        async with _channel(connection) as channel:
+        async with scratch_channel(connection) as channel:
             try:
                 if core:
                     await self.declare_core(channel)
@@ -177,7 +177,7 @@ class Topology:
 
     async def queue_exists(self, connection: AbstractConnection, queue: str) -> bool:
         """Whether the work queue of ``queue`` exists (a passive declare)."""
-        async with _channel(connection) as channel:
+        async with scratch_channel(connection) as channel:
             try:
                 await channel.queue_declare(self.names.work_queue(queue), passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
@@ -225,6 +225,32 @@ class Topology:
         await _queue(channel, dead, {"x-queue-type": spec.type})
         await channel.queue_bind(dead, n.dead_exchange, routing_key=spec.name)
 
+    def exchanges(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Every shared exchange as (name, type, arguments), as ``declare_core`` makes them."""
+        n = self.names
+        ae = {"alternate-exchange": n.unroutable}
+        found = [
+            (n.unroutable, "fanout", {}),
+            (n.tasks_exchange, "direct", {}),
+            (n.dead_exchange, "direct", {}),
+            (n.delivery_exchange, "topic", ae),
+        ]
+        found += [(n.delay_level(k), "topic", ae) for k in range(self.settings.delay_levels)]
+        return found
+
+    def queues(self, specs: Iterable[QueueSpec]) -> list[tuple[str, dict[str, Any]]]:
+        """Every queue as (name, arguments): the shared ones, then each spec's bands and DLQ."""
+        n, settings = self.names, self.settings
+        found = [(n.unroutable, _quorum_safety(settings.delay_queue_type))]
+        found += [
+            (n.delay_level(k), delay_queue_arguments(k, settings, n))
+            for k in range(settings.delay_levels)
+        ]
+        for spec in specs:
+            found += [(n.work_queue(band), work_queue_arguments(spec, n)) for band in spec.bands]
+            found.append((n.dead_queue(spec.name), {"x-queue-type": spec.type}))
+        return found
+
     async def delete(self, channel: AbstractChannel, queues: list[str]) -> None:
         """Remove everything declared under this namespace, messages included.
 
@@ -244,7 +270,7 @@ class Topology:
 
 
 @asynccontextmanager
-async def _channel(connection: AbstractConnection) -> AsyncIterator[AbstractChannel]:
+async def scratch_channel(connection: AbstractConnection) -> AsyncIterator[AbstractChannel]:
     """A channel for a few declarations; closed after, unless the broker closed it."""
     wrapper = await connection.channel()
     try:

@@ -61,16 +61,20 @@ class App:
         delivery_limit: int | None = 10,
         max_length: int | None = None,
         overflow: Overflow | None = None,
-        priority_bands: tuple[int, ...] = (),
+        priority_bands: tuple[int, ...] | None = None,
     ) -> QueueSpec:
         """Configure a work queue before it is first declared (its arguments then stick).
 
         ``priority_bands`` makes strict priorities on quorum queues: one queue per band
         (``(5,)``: 0-4 and 5 up), drained highest band first (README: 'Priorities').
+        Quorum queues default to ``LEVERET_PRIORITY_BANDS``.
         """
+        queue_type = type or self.settings.queue_type
+        if priority_bands is None:
+            priority_bands = self.settings.priority_bands if queue_type == "quorum" else ()
         spec = QueueSpec(
             name=name,
-            type=type or self.settings.queue_type,
+            type=queue_type,
             max_priority=max_priority or self.settings.max_priority,
             delivery_limit=delivery_limit,
             max_length=max_length,

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     queue_type: QueueType = Field(
         default="classic", description="Work queues not configured otherwise."
     )
+    priority_bands: tuple[int, ...] = Field(
+        default=(),
+        description="Priority bands of quorum work queues not configured otherwise, as "
+        "JSON (LEVERET_PRIORITY_BANDS=[5]): strict priorities on a replicated queue.",
+    )
     delay_queue_type: QueueType = Field(
         default="classic",
         description="The delay ladder; quorum (at-least-once dead-lettering) for clusters.",

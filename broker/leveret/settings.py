@@ -89,6 +89,21 @@ class Settings(BaseSettings):
             )
         return ",".join(urls)
 
+    @field_validator("priority_bands", mode="before")
+    @classmethod
+    def _bands_from_text(cls, value: object) -> object:
+        """``[1,3,5]`` or ``1,3,5``, as an environment variable or a flag gives them."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip().strip("[]()")
+        try:
+            return tuple(int(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a list of priorities: give the lowest priority of each "
+                "band above the base one, ascending, e.g. [5] or [1,3,5,9]"
+            ) from None
+
     @property
     def urls(self) -> list[str]:
         """The node URLs in the order connections try them."""

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-stock test-quick test-random test-faults lint format bench bench-quick clean
+.PHONY: help install demo test test-stock test-rabbitmq4 test-quick test-random test-faults lint format bench bench-quick clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,11 @@ test: $(STAMP) ## the whole suite against a real RabbitMQ, then test-stock (what
 
 test-stock: $(STAMP) ## unit and integration tests on aiormq's own frame reader (~2 min)
 	LEVERET_STOCK_FRAMES=1 $(BIN)/pytest tests/unit tests/integration -m "not slow" -q
+
+RABBITMQ4_URL ?= amqp://guest:guest@127.0.0.1:5682/
+
+test-rabbitmq4: $(STAMP) ## unit and integration tests against RabbitMQ 4 (sudo .ci/rabbitmq4.sh up; ~3 min)
+	RABBITMQ_URL=$(RABBITMQ4_URL) $(BIN)/pytest tests/unit tests/integration -m "not slow" -q
 
 test-quick: $(STAMP) ## the suite without the slow fault tests
 	$(BIN)/pytest -m "not slow"

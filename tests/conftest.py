@@ -52,7 +52,7 @@ async def make_app(amqp_url: str, namespace: str) -> AsyncIterator[Callable[...,
     for app in apps:
         await app.close()
     if apps:
-        queues = {q for app in apps for q in app.queues}
+        queues = {b for app in apps for spec in app.queues.values() for b in spec.bands}
         await delete_namespace(amqp_url, apps[0].settings, queues)
 
 

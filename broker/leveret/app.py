@@ -65,15 +65,25 @@ class App:
         delivery_limit: int | None = 10,
         max_length: int | None = None,
         overflow: Overflow | None = None,
+        priority_bands: tuple[int, ...] | None = None,
     ) -> QueueSpec:
-        """Configure a work queue before it is first declared (its arguments then stick)."""
+        """Configure a work queue before it is first declared (its arguments then stick).
+
+        ``priority_bands`` makes strict priorities on quorum queues: one queue per band
+        (``(5,)``: 0-4 and 5 up), drained highest band first (README: 'Priorities').
+        Quorum queues default to ``LEVERET_PRIORITY_BANDS``.
+        """
+        queue_type = type or self.settings.queue_type
+        if priority_bands is None:
+            priority_bands = self.settings.priority_bands if queue_type == "quorum" else ()
         spec = QueueSpec(
             name=name,
-            type=type or self.settings.queue_type,
+            type=queue_type,
             max_priority=max_priority or self.settings.max_priority,
             delivery_limit=delivery_limit,
             max_length=max_length,
             overflow=overflow,
+            priority_bands=tuple(priority_bands),
         )
         self.queues[name] = spec
         return spec
@@ -137,6 +147,10 @@ class App:
             known = ", ".join(sorted(self.registry)) or "none"
             raise TaskNotFound(f"no handler for task {name!r} (registered: {known})") from None
 
+    def priorities_on(self, queue: str) -> set[int]:
+        """The default priorities of the tasks this app routes to ``queue``."""
+        return {t.priority for t in self.contracts.values() if t.queue == queue}
+
     # -- sending ------------------------------------------------------------------
 
     @property
@@ -148,6 +162,7 @@ class App:
                 app_id=self.app_id,
                 emitter=self.emitter,
                 transport=self.transport,
+                specs=self.queues,
             )
         return self._sender
 
@@ -260,6 +275,8 @@ class App:
         """
         sender = self.sender
         names = list(queues) if queues is not None else sorted(self.queues)
+        for name in names:
+            sender.priorities.check(self.queue_spec(name), self.priorities_on(name))
         connection = await self.connector.get()
         await sender.topology.declare(connection, [self.queue_spec(name) for name in names])
         sender.core_declared()

@@ -66,7 +66,9 @@ class Outcomes:
         added = ctx.state.get(RETRY_HEADERS)
         if added:
             headers.update(added)
-        exchange, key = await self._sender.route(ctx.queue, delay)
+        exchange, key = await self._sender.route(
+            ctx.queue, delay, delivered.header.properties.priority or 0
+        )
         props = republished(delivered.header.properties, headers)
         await self._publisher.publish(exchange, key, delivered.body, props)
         return delay
@@ -109,7 +111,7 @@ class Outcomes:
         headers = message.copy_headers(props.headers)
         headers[message.RETURNS] = returns
         headers[message.PUBLISHED_AT] = message.now_ms()
-        exchange, key = await self._sender.route(queue, after)
+        exchange, key = await self._sender.route(queue, after, props.priority or 0)
         await self._publisher.publish(exchange, key, delivered.body, republished(props, headers))
 
 

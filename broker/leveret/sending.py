@@ -14,7 +14,7 @@ from leveret import delays as delays
 from leveret import message
 from leveret.amqp.connection import Connector
 from leveret.amqp.publish import ConfirmPublisher
-from leveret.amqp.topology import Names, Topology
+from leveret.amqp.topology import Names, QueueSpec, Topology
 from leveret.errors import (
     BulkPublishError,
     InvalidArgument,
@@ -23,6 +23,7 @@ from leveret.errors import (
     Unroutable,
 )
 from leveret.middleware import Emitter
+from leveret.priorities import PriorityWatch
 from leveret.settings import Settings
 from leveret.task import M, Task
 
@@ -84,9 +85,13 @@ class TaskSender:
         *,
         app_id: str | None,
         emitter: Emitter | None = None,
+        specs: Mapping[str, QueueSpec] | None = None,
         transport: Transport = RABBITMQ,
     ) -> None:
         self.settings = settings
+        #: The app's queue configurations (shared): which band a priority goes to.
+        self.specs: Mapping[str, QueueSpec] = specs if specs is not None else {}
+        self.priorities = PriorityWatch()
         #: Shared with the App: middleware added later is called too.
         self.emitter = emitter if emitter is not None else Emitter([])
         self.names = Names(settings.namespace)
@@ -164,7 +169,7 @@ class TaskSender:
         if not self._declared:
             await self.ensure_core()
         task_id = task_id or uuid.uuid4().hex
-        exchange, key = await self.route(queue, seconds)
+        exchange, key = await self.route(queue, seconds, priority)
         if headers is None:
             headers = self.headers()
         emitter = self.emitter
@@ -212,8 +217,16 @@ class TaskSender:
             )
         return units
 
-    async def route(self, queue: str, delay_seconds: float) -> tuple[str, str]:
-        """Exchange and routing key for a message to ``queue`` after a delay."""
+    async def route(self, queue: str, delay_seconds: float, priority: int = 0) -> tuple[str, str]:
+        """Exchange and routing key for a message to ``queue`` after a delay.
+
+        On a queue with priority bands, the key names the band of ``priority``.
+        """
+        spec = self.specs.get(queue)
+        if spec is not None:
+            if priority:
+                self.priorities.check(spec, (priority,))
+            queue = spec.band(priority)
         units = self.delay_units(delay_seconds)
         if units == 0:
             return self.names.tasks_exchange, queue

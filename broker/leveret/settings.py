@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     queue_type: QueueType = Field(
         default="classic", description="Work queues not configured otherwise."
     )
+    priority_bands: tuple[int, ...] = Field(
+        default=(),
+        description="Priority bands of quorum work queues not configured otherwise, as "
+        "JSON (LEVERET_PRIORITY_BANDS=[5]): strict priorities on a replicated queue.",
+    )
     delay_queue_type: QueueType = Field(
         default="classic",
         description="The delay ladder; quorum (at-least-once dead-lettering) for clusters.",
@@ -83,6 +88,21 @@ class Settings(BaseSettings):
                 "amqp:// or amqps://, e.g. " + DEFAULT_URL
             )
         return ",".join(urls)
+
+    @field_validator("priority_bands", mode="before")
+    @classmethod
+    def _bands_from_text(cls, value: object) -> object:
+        """``[1,3,5]`` or ``1,3,5``, as an environment variable or a flag gives them."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip().strip("[]()")
+        try:
+            return tuple(int(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a list of priorities: give the lowest priority of each "
+                "band above the base one, ascending, e.g. [5] or [1,3,5,9]"
+            ) from None
 
     @property
     def urls(self) -> list[str]:

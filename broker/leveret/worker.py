@@ -19,9 +19,10 @@ from typing import Any
 
 from leveret.amqp import AMQPError, ChannelAccessRefused, ChannelError, Connection
 from leveret.amqp.connection import CONNECTION_ERRORS, is_open, worker_identity
-from leveret.amqp.consume import QueueConsumer
+from leveret.amqp.consume import Process, QueueConsumer
 from leveret.amqp.topology import access_refused
 from leveret.app import App
+from leveret.bands import BandGate
 from leveret.delivery import DeliveryPipeline
 from leveret.errors import (
     BrokerUnavailable,
@@ -62,7 +63,15 @@ class Worker:
         self.concurrency = concurrency
         self.shutdown_timeout = shutdown_timeout
         self.identity = worker_identity()
+        #: By the short name of the queue consumed: a queue, or one of its priority bands.
         self.consumers: dict[str, QueueConsumer] = {}
+        #: Each queue (short name) with priority bands, highest first, and their gate.
+        self.bands = {q: app.queue_spec(q).bands for q in self.queues}
+        self.gates = {
+            q: BandGate(bands, lambda band: self.consumers.get(band))
+            for q, bands in self.bands.items()
+            if len(bands) > 1
+        }
         self._retiring: set[asyncio.Task[None]] = set()
         self._check_timeouts()
         self._threads: ThreadPoolExecutor | None = None
@@ -107,7 +116,7 @@ class Worker:
         return (
             self._connected
             and not self._stop.is_set()
-            and len(self.consumers) == len(self.queues)
+            and len(self.consumers) == sum(len(b) for b in self.bands.values())
             and all(c.subscribed for c in self.consumers.values())
         )
 
@@ -179,24 +188,39 @@ class Worker:
         return None
 
     async def _subscribe(self, connection: Connection) -> None:
-        """Start a consumer on every queue that has none subscribed."""
-        names = self._sender.names
+        """Start a consumer on every queue (and priority band) that has none subscribed.
+
+        A band below the highest starts paused: its gate opens it when higher bands
+        are idle.
+        """
         for queue in self.queues:
-            consumer = self.consumers.get(queue)
-            if consumer is not None and consumer.subscribed:
-                continue
-            if consumer is not None:
-                del self.consumers[queue]
-                retire = asyncio.get_running_loop().create_task(self._retire(consumer))
-                self._retiring.add(retire)
-                retire.add_done_callback(self._retiring.discard)
-            process = partial(self.pipeline.process, queue=queue)
-            consumer = QueueConsumer(names.work_queue(queue), self.concurrency, process)
-            try:
-                await consumer.start(connection)
-            except ChannelAccessRefused as exc:
-                raise access_refused(exc, f"consume {queue!r}", self.settings.namespace) from None
-            self.consumers[queue] = consumer
+            gate = self.gates.get(queue)
+            for band in self.bands[queue]:
+                await self._subscribe_one(connection, queue, band, gate)
+            if gate is not None:
+                gate.start()
+
+    async def _subscribe_one(
+        self, connection: Connection, queue: str, band: str, gate: BandGate | None
+    ) -> None:
+        consumer = self.consumers.get(band)
+        if consumer is not None and consumer.subscribed:
+            return
+        if consumer is not None:
+            del self.consumers[band]
+            retire = asyncio.get_running_loop().create_task(self._retire(consumer))
+            self._retiring.add(retire)
+            retire.add_done_callback(self._retiring.discard)
+        process: Process = partial(self.pipeline.process, queue=queue)
+        if gate is not None:
+            process = gate.wrap(band, process)
+        name = self._sender.names.work_queue(band)
+        consumer = QueueConsumer(name, self.concurrency, process)
+        try:
+            await consumer.start(connection, paused=gate is not None and band != gate.bands[0])
+        except ChannelAccessRefused as exc:
+            raise access_refused(exc, f"consume {band!r}", self.settings.namespace) from None
+        self.consumers[band] = consumer
 
     async def _watch(self, connection: Connection) -> None:
         """Return when a stop is requested; re-subscribe lost consumers meanwhile.
@@ -267,6 +291,8 @@ class Worker:
             await consumer.close()
 
     async def _shutdown(self) -> None:
+        for gate in self.gates.values():
+            await gate.stop()
         consumers = list(self.consumers.values())
         for consumer in consumers:
             await consumer.stop_consuming()

@@ -211,7 +211,8 @@ async def test_worker_user_declares_and_sends_through_the_delay_ladder(
         await app.close()
     names = Names(app.settings.namespace)
     vhost = config_map(prod, "leveret-worker-config")["AMQP_VHOST"]
-    for queue in app.queues:
+    # Each task's queue, or its priority band where the queue has bands.
+    for queue in {app.queue_spec(t.queue).band(t.priority) for t in app.contracts.values()}:
 
         def arrived(queue: str = queue) -> bool:
             info = management_queue(plugin_node, vhost, names.work_queue(queue))[1]

@@ -1,16 +1,23 @@
-"""Classic work queues honour message priorities."""
+"""Priorities hold on every queue type, or a loud warning says they cannot.
+
+Classic queues order by ``x-max-priority``; quorum queues get strict priorities from
+priority bands (one quorum queue per band, drained highest first). A plain quorum
+queue given priorities warns at declare and at the first send.
+"""
 
 from __future__ import annotations
 
+import pytest
+
 from leveret import App, Task, Worker
+from leveret.priorities import PriorityIgnored
 from tests.support.models import Job as Item
 from tests.support.waiting import wait_for
 from tests.support.workers import running
 
 
-async def test_high_priority_tasks_run_before_low_ones(make_app) -> None:  # type: ignore[no-untyped-def]
-    app: App = make_app()
-    item = Task("prio.item", Item, queue="prio", priority=1)
+async def _high_first(app: App, item: Task[Item], concurrency: int = 1) -> list[int]:
+    """100 low then 100 high sent before a worker starts: the order they ran in."""
     order: list[int] = []
 
     @app.handle(item)
@@ -18,11 +25,61 @@ async def test_high_priority_tasks_run_before_low_ones(make_app) -> None:  # typ
         order.append(payload.n)
 
     await app.declare()
-    await app.send_many(item, [Item(n=i) for i in range(100)])  # default priority 1
+    await app.send_many(item, [Item(n=i) for i in range(100)])  # the task's default priority
     await app.send_many(item, [Item(n=1000 + i) for i in range(100)], priority=9)
 
-    async with running(Worker(app, concurrency=1)):
+    async with running(Worker(app, concurrency=concurrency)):
         await wait_for(lambda: len(order) == 200)
 
-    assert all(n >= 1000 for n in order[:100]), order[:110]
     assert sorted(order) == sorted([*range(100), *range(1000, 1100)])
+    return order
+
+
+async def test_high_priority_tasks_run_before_low_ones(make_app) -> None:  # type: ignore[no-untyped-def]
+    app: App = make_app()
+    order = await _high_first(app, Task("prio.item", Item, queue="prio", priority=1))
+    assert all(n >= 1000 for n in order[:100]), order[:110]
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_priority_bands_make_quorum_queues_strict(make_app, concurrency: int) -> None:  # type: ignore[no-untyped-def]
+    app: App = make_app()
+    app.queue("banded", type="quorum", priority_bands=(5,))
+    order = await _high_first(app, Task("prio.banded", Item, queue="banded"), concurrency)
+    high_first = sum(n >= 1000 for n in order[:100])
+    assert high_first >= 95, order[:110]
+
+
+async def test_a_retry_keeps_its_band(make_app) -> None:  # type: ignore[no-untyped-def]
+    app: App = make_app()
+    app.queue("banded", type="quorum", priority_bands=(5,))
+    item = Task("prio.retried", Item, queue="banded", priority=7)
+    seen: list[tuple[int, int]] = []
+
+    @app.handle(item)
+    async def handle(payload: Item, ctx) -> None:  # type: ignore[no-untyped-def]
+        seen.append((payload.n, ctx.attempt))
+        if ctx.attempt == 1:
+            raise RuntimeError("once")
+
+    await app.declare()
+    await app.send(item, Item(n=1))
+    async with running(Worker(app, concurrency=1)):
+        await wait_for(lambda: len(seen) == 2)
+    assert seen == [(1, 1), (1, 2)]
+
+
+async def test_a_plain_quorum_queue_given_priorities_warns(make_app) -> None:  # type: ignore[no-untyped-def]
+    app: App = make_app()
+    app.queue("plainq", type="quorum")
+    item = Task("prio.plain", Item, queue="plainq", priority=9)
+    app.add(item)
+    with pytest.warns(PriorityIgnored, match="priority_bands=\\(5,\\)"):
+        await app.declare()
+
+    sender_only: App = make_app()
+    sender_only.queue("plainq", type="quorum")
+    plain = Task("prio.plain", Item, queue="plainq")
+    with pytest.warns(PriorityIgnored, match="'plainq' is a quorum queue"):
+        await sender_only.send(plain, Item(n=1), priority=3)
+    await sender_only.send(plain, Item(n=2), priority=3)  # said once is enough

@@ -129,14 +129,17 @@ class QueueConsumer:
         self.channel: AbstractChannel | None = None
         self.acker: Acker | None = None
         self.consumer_tag: str | None = None
+        #: Channel open, deliveries held back on purpose (see ``pause``).
+        self.paused = False
         #: Set when the broker cancels this consumer or its channel closes.
         self.lost = asyncio.Event()
 
     @property
     def subscribed(self) -> bool:
-        return self.consumer_tag is not None and not self.lost.is_set()
+        """Consuming, or paused on purpose on a live channel."""
+        return (self.consumer_tag is not None or self.paused) and not self.lost.is_set()
 
-    async def start(self, connection: AbstractConnection) -> None:
+    async def start(self, connection: AbstractConnection, *, paused: bool = False) -> None:
         wrapper = await connection.channel(publisher_confirms=False)
         channel = await wrapper.get_underlay_channel()
         self.channel = channel
@@ -145,8 +148,40 @@ class QueueConsumer:
         await channel.basic_qos(prefetch_count=self.prefetch, global_=False)
         channel.on_consumer_cancel_callbacks.add(self._on_cancel)
         channel.closing.add_done_callback(lambda _: self.lost.set())
+        if paused:
+            self.paused = True
+            return
         ok = await channel.basic_consume(self.queue, self._on_message)
         self.consumer_tag = ok.consumer_tag
+
+    async def pause(self) -> None:
+        """Take no more deliveries for now; those already here still run and are acked."""
+        if self.paused:
+            return
+        self.paused = True
+        await self.stop_consuming()
+        self.consumer_tag = None
+
+    async def resume(self) -> None:
+        """Take deliveries again after ``pause``."""
+        channel = self.channel
+        if not self.paused or channel is None or channel.is_closed:
+            return
+        self.paused = False
+        try:
+            ok = await channel.basic_consume(self.queue, self._on_message)
+        except BaseException:
+            self.paused = True
+            raise
+        self.consumer_tag = ok.consumer_tag
+
+    async def ready_count(self) -> int:
+        """Messages waiting in the queue, not yet delivered to any consumer."""
+        channel = self.channel
+        if channel is None or channel.is_closed:
+            return 0
+        ok = await channel.queue_declare(self.queue, passive=True, timeout=5)
+        return int(ok.message_count or 0)
 
     def _on_cancel(self, _frame: object) -> None:
         log.warning("the broker cancelled the consumer on %s; it will be re-subscribed", self.queue)

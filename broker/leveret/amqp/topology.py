@@ -39,15 +39,48 @@ class QueueSpec:
     max_length: int | None = None
     overflow: Overflow | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Lowest priority of each band above the base one, ascending: ``(5,)`` puts
+    #: priorities 5 and up in a queue of their own that workers drain first.
+    priority_bands: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in " #*"):
             raise ConfigError(f"queue name {self.name!r} must be non-empty, without spaces, # or *")
+        bands = self.priority_bands
+        if bands and (list(bands) != sorted(set(bands)) or not 0 < bands[0] <= bands[-1] <= 255):
+            raise ConfigError(
+                f"queue {self.name!r}: priority_bands {bands} must be distinct priorities "
+                "1..255 in ascending order, each the lowest priority of its band, e.g. (5,)"
+            )
         if self.type == "quorum" and self.overflow == "drop-head":
             raise ConfigError(
                 f"queue {self.name!r}: quorum queues dead-letter at-least-once only with "
                 "overflow 'reject-publish'; drop-head would lose messages"
             )
+
+    @property
+    def strict_priorities(self) -> bool:
+        """Whether every RabbitMQ version runs higher priorities first on this queue."""
+        return self.type == "classic" or bool(self.priority_bands)
+
+    def band(self, priority: int) -> str:
+        """The queue (by its short name) a message of ``priority`` goes to."""
+        chosen = self.name
+        for lowest in self.priority_bands:
+            if priority >= lowest:
+                chosen = band_name(self.name, lowest)
+        return chosen
+
+    @property
+    def bands(self) -> list[str]:
+        """Every queue (short names) of this spec, the highest band first."""
+        highs = [band_name(self.name, lowest) for lowest in reversed(self.priority_bands)]
+        return [*highs, self.name]
+
+
+def band_name(queue: str, lowest: int) -> str:
+    """The short name of the band of ``queue`` that starts at priority ``lowest``."""
+    return f"{queue}.p{lowest}"
 
 
 @dataclass(frozen=True)
@@ -132,7 +165,7 @@ class Topology:
         self, connection: AbstractConnection, specs: Iterable[QueueSpec], *, core: bool = True
     ) -> None:
         """Declare (on a channel of its own) the shared topology and these work queues."""
-        async with _channel(connection) as channel:
+        async with scratch_channel(connection) as channel:
             try:
                 if core:
                     await self.declare_core(channel)
@@ -144,7 +177,7 @@ class Topology:
 
     async def queue_exists(self, connection: AbstractConnection, queue: str) -> bool:
         """Whether the work queue of ``queue`` exists (a passive declare)."""
-        async with _channel(connection) as channel:
+        async with scratch_channel(connection) as channel:
             try:
                 await channel.queue_declare(self.names.work_queue(queue), passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
@@ -174,18 +207,49 @@ class Topology:
             )
 
     async def declare_queue(self, channel: AbstractChannel, spec: QueueSpec) -> None:
-        """A work queue, its dead-letter queue, and their bindings."""
+        """A work queue (one per priority band), its dead-letter queue, and their bindings.
+
+        Every band dead-letters into the one dead-letter queue of the spec.
+        """
         n = self.names
-        work, dead = n.work_queue(spec.name), n.dead_queue(spec.name)
-        await _queue(channel, work, work_queue_arguments(spec, n))
+        for band in spec.bands:
+            work = n.work_queue(band)
+            await _queue(channel, work, work_queue_arguments(spec, n))
+            await channel.queue_bind(work, n.tasks_exchange, routing_key=band)
+            await channel.queue_bind(
+                work,
+                n.delivery_exchange,
+                routing_key=delay.delivery_pattern(self.settings.delay_levels, band),
+            )
+        dead = n.dead_queue(spec.name)
         await _queue(channel, dead, {"x-queue-type": spec.type})
-        await channel.queue_bind(work, n.tasks_exchange, routing_key=spec.name)
-        await channel.queue_bind(
-            work,
-            n.delivery_exchange,
-            routing_key=delay.delivery_pattern(self.settings.delay_levels, spec.name),
-        )
         await channel.queue_bind(dead, n.dead_exchange, routing_key=spec.name)
+
+    def exchanges(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Every shared exchange as (name, type, arguments), as ``declare_core`` makes them."""
+        n = self.names
+        ae = {"alternate-exchange": n.unroutable}
+        found = [
+            (n.unroutable, "fanout", {}),
+            (n.tasks_exchange, "direct", {}),
+            (n.dead_exchange, "direct", {}),
+            (n.delivery_exchange, "topic", ae),
+        ]
+        found += [(n.delay_level(k), "topic", ae) for k in range(self.settings.delay_levels)]
+        return found
+
+    def queues(self, specs: Iterable[QueueSpec]) -> list[tuple[str, dict[str, Any]]]:
+        """Every queue as (name, arguments): the shared ones, then each spec's bands and DLQ."""
+        n, settings = self.names, self.settings
+        found = [(n.unroutable, _quorum_safety(settings.delay_queue_type))]
+        found += [
+            (n.delay_level(k), delay_queue_arguments(k, settings, n))
+            for k in range(settings.delay_levels)
+        ]
+        for spec in specs:
+            found += [(n.work_queue(band), work_queue_arguments(spec, n)) for band in spec.bands]
+            found.append((n.dead_queue(spec.name), {"x-queue-type": spec.type}))
+        return found
 
     async def delete(self, channel: AbstractChannel, queues: list[str]) -> None:
         """Remove everything declared under this namespace, messages included.
@@ -206,12 +270,12 @@ class Topology:
 
     async def delete_on(self, connection: AbstractConnection, queues: list[str]) -> None:
         """``delete``, on a channel of its own (the testing kit's throwaway namespaces)."""
-        async with _channel(connection) as channel:
+        async with scratch_channel(connection) as channel:
             await self.delete(channel, queues)
 
 
 @asynccontextmanager
-async def _channel(connection: AbstractConnection) -> AsyncIterator[AbstractChannel]:
+async def scratch_channel(connection: AbstractConnection) -> AsyncIterator[AbstractChannel]:
     """A channel for a few declarations; closed after, unless the broker closed it."""
     wrapper = await connection.channel()
     try:

@@ -8,9 +8,11 @@ then marks them sent.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,11 +23,14 @@ from sqlalchemy.orm import Session
 
 from leveret import App, InvalidArgument, PayloadInvalid, PayloadTooLarge, Task
 from leveret.amqp.topology import Names
-from leveret.outbox import Outbox, OutboxSchemaError, Relay
+from leveret.ops.discovery import free_port
+from leveret.outbox import Outbox, OutboxSchemaError, Relay, migration_sql
 from tests.apps.outbox_app import QUEUE, job
 from tests.support.amqp import ids_in
 from tests.support.models import Job, Sleep
-from tests.support.outbox import insert_rows, relaying, rows, unsent
+from tests.support.ops import metric, scrape, wait_status
+from tests.support.outbox import insert_rows, relaying, rows, start_relay, unsent
+from tests.support.processes import cli
 from tests.support.waiting import wait_for
 
 
@@ -296,3 +301,85 @@ async def test_sent_rows_are_removed_after_the_retention_period(
     cleaning = relaying(app, postgres_url, outbox_table, retention=timedelta(0))
     async with cleaning:
         await wait_for(gone)
+
+
+async def test_the_cli_migrates_relays_reports_health_and_stops_on_sigterm(
+    make_app: Callable[..., App],
+    postgres_url: str,
+    outbox_table: str,
+    amqp_url: str,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    schema = outbox_table.partition(".")[0]
+    table = f"{schema}.from_cli"
+    for _ in range(2):  # safe to run again
+        done = cli(
+            amqp_url, namespace, "outbox", "migrate", "--dsn", postgres_url, "--table", table
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"outbox table {table} is ready" in done.stdout
+    printed = cli(amqp_url, namespace, "outbox", "migrate", "--print", "--table", table)
+    assert printed.stdout == migration_sql(table)
+    refused = cli(
+        amqp_url, namespace, "outbox", "migrate", "--dsn", postgres_url, "--table", "a.b.c"
+    )
+    assert refused.returncode == 2
+    assert "SCHEMA.TABLE" in refused.stderr
+
+    app = make_app()
+    app.add(job)
+    outbox = Outbox(app, table=table)
+    await insert_rows(postgres_url, table, [outbox.row(job, Job(n=n)) for n in range(20)])
+    port = free_port()
+    log = tmp_path / "relay.log"
+    relay = start_relay(
+        amqp_url, namespace, postgres_url, table, "--health-port", str(port), log=log
+    )
+    try:
+        await wait_status(port, "/readyz", 200)
+
+        async def all_sent() -> bool:
+            return await unsent(postgres_url, table) == 0
+
+        await wait_for(all_sent)
+
+        async def scraped() -> bool:
+            text = await scrape(port)
+            return (
+                metric(text, "leveret_outbox_published_total") == 20
+                and metric(text, "leveret_outbox_backlog") == 0
+            )
+
+        await wait_for(scraped)
+        assert metric(await scrape(port), "leveret_outbox_relay_ready") == 1
+        relay.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(relay.wait, 30) == 0
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.wait()
+    assert len(await ids_in(amqp_url, Names(namespace).work_queue(QUEUE))) == 20
+    assert "guest:guest" not in log.read_text()
+
+
+async def test_the_relay_refuses_to_start_on_a_table_of_the_wrong_shape(
+    postgres_url: str, outbox_table: str, amqp_url: str, namespace: str
+) -> None:
+    schema = outbox_table.partition(".")[0]
+    done = cli(
+        amqp_url,
+        namespace,
+        "outbox",
+        "relay",
+        "--dsn",
+        postgres_url,
+        "--table",
+        f"{schema}.absent",
+        "--health-port",
+        "0",
+        "tests.apps.outbox_app:app",
+    )
+    assert done.returncode == 2
+    assert f"the outbox table {schema}.absent does not exist" in done.stderr
+    assert "leveret outbox migrate" in done.stderr

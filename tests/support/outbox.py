@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from leveret import App
 from leveret.outbox import Relay
+from tests.support import ROOT
+from tests.support.processes import leveret_command, leveret_env
 
 
 @contextlib.asynccontextmanager
@@ -52,3 +56,23 @@ async def insert_rows(dsn: str, table: str, rows: list[dict[str, Any]]) -> None:
     )
     async with await psycopg.AsyncConnection.connect(dsn) as db, db.cursor() as cursor:
         await cursor.executemany(sql, [tuple(r[c] for c in columns) for r in rows])
+
+
+def start_relay(
+    url: str, namespace: str, dsn: str, table: str, *args: str, log: Path
+) -> subprocess.Popen[bytes]:
+    """``leveret outbox relay`` for ``tests.apps.outbox_app`` as a process, its output
+    in the file ``log`` (it may be started and killed many times)."""
+    command = leveret_command(
+        "outbox", "relay", "--dsn", dsn, "--table", table, *args, "tests.apps.outbox_app:app"
+    )
+    env = leveret_env(url, namespace, {"LEVERET_LOG_FORMAT": "text"})
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )

@@ -37,9 +37,8 @@ HOW_TO_GET_ONE = (
 
 
 def answers(url: str) -> bool:
-    with contextlib.suppress(psycopg.Error):
-        with psycopg.connect(url, connect_timeout=3):
-            return True
+    with contextlib.suppress(psycopg.Error), psycopg.connect(url, connect_timeout=3):
+        return True
     return False
 
 

@@ -553,6 +553,13 @@ async def delays(h: Harness, s: Sizes) -> list[Row]:
     ]
 
 
+async def outbox(h: Harness, s: Sizes) -> list[Row]:
+    """The outbox relay beside send_many (bench/outbox.py; needs PostgreSQL)."""
+    from bench.outbox import relay_throughput
+
+    return await relay_throughput(h, s)
+
+
 SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
     "publish": publishing,
     "cold-burst": cold_burst,
@@ -563,4 +570,5 @@ SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
     "delays": delays,
     "scale-out": scale_out,
     "observability": observed,
+    "outbox": outbox,
 }

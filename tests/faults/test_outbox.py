@@ -23,7 +23,7 @@ from leveret.ops.discovery import LocalNode, free_port
 from leveret.outbox import Outbox
 from tests.apps.outbox_app import QUEUE, job
 from tests.faults.conftest import need_rabbitmq_server
-from tests.faults.scenario import size, span
+from tests.faults.scenario import FULL, size, span
 from tests.support.amqp import delete_namespace, ids_in
 from tests.support.models import Job
 from tests.support.ops import status, wait_status
@@ -32,6 +32,7 @@ from tests.support.waiting import wait_for
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(900 if FULL else 300),
     # LocalNode.start leaves its log file handle to the garbage collector.
     pytest.mark.filterwarnings(
         "ignore:Exception ignored in.*stdout.log:pytest.PytestUnraisableExceptionWarning"

@@ -6,8 +6,9 @@ itself, and dead letters an operator can inspect and replay.
 The names below are the public API. Of the modules, ``leveret.deadletter`` (dead-letter
 operations), ``leveret.ops.sentry`` (``SentryMiddleware``), ``leveret.ops.health``
 (``HealthServer``), ``leveret.ops.logs``
-(``TaskLog``), ``leveret.ops.metrics`` (``Metrics``) and ``leveret.ops.discovery``
-(``find_broker``) are public too; everything else is internal and may change.
+(``TaskLog``), ``leveret.ops.metrics`` (``Metrics``), ``leveret.ops.discovery``
+(``find_broker``) and ``leveret.outbox`` (``Outbox``, ``Relay``, ``migration_sql``; the
+``outbox`` extra) are public too; everything else is internal and may change.
 """
 
 from leveret.app import App

@@ -672,6 +672,13 @@ async def testing_kit(h: Harness, s: Sizes) -> list[Row]:
     ]
 
 
+async def outbox(h: Harness, s: Sizes) -> list[Row]:
+    """The outbox relay beside send_many (bench/outbox.py; needs PostgreSQL)."""
+    from bench.outbox import relay_throughput
+
+    return await relay_throughput(h, s)
+
+
 SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
     "publish": publishing,
     "sync-publish": sync_publishing,
@@ -684,4 +691,5 @@ SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
     "scale-out": scale_out,
     "observability": observed,
     "testing-kit": testing_kit,
+    "outbox": outbox,
 }

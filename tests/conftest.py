@@ -6,6 +6,7 @@ in tests/support/.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from leveret import App
 from leveret.ops.discovery import Found, find_broker
 from tests.support.amqp import delete_namespace, fresh_namespace
+from tests.support.postgres import HOW_TO_GET_ONE, create_outbox, drop_schema, find_postgres
 from tests.support.workers import Spawn, start_worker, stop
 
 
@@ -77,3 +79,24 @@ def leveret_broker_url(amqp_url: str) -> str:
     """The testing kit's real-broker fixtures (the leveret pytest plugin) use this
     suite's broker."""
     return amqp_url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL to create schemas in; skips without one (fails under CI=true)."""
+    found = find_postgres()
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(HOW_TO_GET_ONE)
+        pytest.skip(HOW_TO_GET_ONE)
+    yield found.url
+    found.close()
+
+
+@pytest.fixture
+def outbox_table(postgres_url: str) -> Iterator[str]:
+    """An outbox table in a schema of the test's own (``schema.leveret_outbox``),
+    dropped with its schema afterwards."""
+    table = create_outbox(postgres_url)
+    yield table
+    drop_schema(postgres_url, table.partition(".")[0])

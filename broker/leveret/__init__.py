@@ -7,8 +7,9 @@ The names below are the public API. Of the modules, ``leveret.deadletter`` (dead
 operations), ``leveret.ops.sentry`` (``SentryMiddleware``), ``leveret.ops.health``
 (``HealthServer``), ``leveret.ops.logs``
 (``TaskLog``), ``leveret.ops.metrics`` (``Metrics``), ``leveret.ops.discovery``
-(``find_broker``), ``leveret.testing`` (``Kit``, ``BrokerKit``, the pytest plugin) and
-``leveret.integrations.django`` (``send_on_commit``) are public too; ``App.sync`` is
+(``find_broker``), ``leveret.testing`` (``Kit``, ``BrokerKit``, the pytest plugin),
+``leveret.integrations.django`` (``send_on_commit``) and ``leveret.outbox`` (``Outbox``,
+``Relay``, ``migration_sql``; the ``outbox`` extra) are public too; ``App.sync`` is
 ``leveret.sync.SyncSender``. Everything else is internal and may change.
 """
 

@@ -2,6 +2,7 @@
 
     LeveretError
     ├── ConfigError            settings or task definitions that cannot work
+    │   └── OutboxSchemaError  the outbox table is missing or of the wrong shape
     ├── InvalidArgument        a priority, delay or time a send cannot use (a ValueError too)
     ├── BrokerUnavailable      no connection to RabbitMQ within the deadline
     ├── IncompatibleClient     the installed aiormq, aio-pika or pamqp changed shape
@@ -36,6 +37,13 @@ class LeveretError(Exception):
 
 class ConfigError(LeveretError):
     """A setting or a task definition that cannot work as given."""
+
+
+class OutboxSchemaError(ConfigError):
+    """The outbox table is missing or not of the shape ``leveret.outbox`` needs.
+
+    The message names the migration to run (``leveret outbox migrate``).
+    """
 
 
 class InvalidArgument(LeveretError, ValueError):

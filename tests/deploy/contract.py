@@ -168,9 +168,20 @@ def _metrics_of(module: ModuleType) -> dict[str, Metric]:
     return found
 
 
+def outbox_metrics() -> dict[str, Metric]:
+    """The metric families an outbox relay (``leveret outbox relay``) exports."""
+    module = optional_module("leveret.outbox.metrics")
+    return {} if module is None else _metrics_of(module)
+
+
+def exported_metrics() -> dict[str, Metric]:
+    """Every family a leveret process exports: the worker's and the outbox relay's."""
+    return {**worker_metrics(), **outbox_metrics()}
+
+
 def exported_series() -> dict[str, Metric]:
-    """Every series name the worker can export, mapped to its family."""
-    return {s: m for m in worker_metrics().values() for s in m.series}
+    """Every series name a worker or relay can export, mapped to its family."""
+    return {s: m for m in exported_metrics().values() for s in m.series}
 
 
 # -- console script (pyproject.toml) ---------------------------------------------------

@@ -21,7 +21,7 @@ from leveret.integrations import django as leveret_django
 from tests.apps.django_shop.settings import settings_for
 from tests.support.amqp import delete_namespace, fresh_namespace, peek, queue_size
 from tests.support.models import Job
-from tests.support.postgres import find_postgres, fresh_schema
+from tests.support.postgres import fresh_schema
 
 T = TypeVar("T")
 
@@ -31,9 +31,8 @@ class Rollback(Exception):
 
 
 @pytest.fixture(scope="module")
-def shop_schema() -> Iterator[str]:
-    url = find_postgres()
-    with fresh_schema(url, "leveret_django") as schema:
+def shop_schema(postgres_url: str) -> Iterator[str]:
+    with fresh_schema(postgres_url, "leveret_django") as schema:
         yield schema
 
 
@@ -47,7 +46,7 @@ def django_thread() -> Iterator[ThreadPoolExecutor]:
 
 @pytest.fixture
 async def shop(
-    amqp_url: str, shop_schema: str, django_thread: ThreadPoolExecutor
+    amqp_url: str, postgres_url: str, shop_schema: str, django_thread: ThreadPoolExecutor
 ) -> AsyncIterator[Callable[[Callable[[], T]], Any]]:
     """The project set up on its schema and a fresh namespace; ``run(fn)`` runs Django code."""
     namespace = fresh_namespace()
@@ -56,7 +55,7 @@ async def shop(
 
     def setup() -> None:
         if not django_settings.configured:
-            django_settings.configure(**settings_for(find_postgres(), shop_schema, leveret))
+            django_settings.configure(**settings_for(postgres_url, shop_schema, leveret))
             django.setup()
             from tests.apps.django_shop.models import Order
 

@@ -41,8 +41,18 @@ log = logging.getLogger("leveret.scheduler")
 
 Clock = Callable[[], datetime]
 
+
+class LeaseLost(Exception):
+    """The lease channel is gone: another replica may lead now."""
+
+
 #: What ends a term as leader (or a wait to become one): rejoin the line.
-_REJOIN: tuple[type[BaseException], ...] = (*LEASE_ERRORS, *CONNECTION_ERRORS, BrokerUnavailable)
+_REJOIN: tuple[type[BaseException], ...] = (
+    LeaseLost,
+    *LEASE_ERRORS,
+    *CONNECTION_ERRORS,
+    BrokerUnavailable,
+)
 #: What a send may raise that another try can fix.
 _SEND_AGAIN: tuple[type[BaseException], ...] = (PublishError, BrokerUnavailable, *CONNECTION_ERRORS)
 #: What a failed state write raises.
@@ -58,10 +68,6 @@ def lease_queue(namespace: str) -> str:
 
 def status_queue(namespace: str) -> str:
     return f"{namespace}.scheduler.status"
-
-
-class LeaseLost(Exception):
-    """The lease channel is gone: another replica may lead now."""
 
 
 def _now() -> datetime:
@@ -137,7 +143,7 @@ class Scheduler:
                 if await self._until_elected(lease):
                     await self._lead(lease)
                 pause = 0.2
-            except (LeaseLost, *_REJOIN) as exc:
+            except _REJOIN as exc:
                 if isinstance(exc, asyncio.CancelledError):
                     task = asyncio.current_task()
                     if task is not None and task.cancelling():

@@ -113,7 +113,7 @@ class Schedule:
         if isinstance(self.payload, BaseModel):
             return self.payload
         made: object = self.payload(slot)
-        if not isinstance(made, self.task.model):
+        if not isinstance(made, BaseModel) or not isinstance(made, self.task.model):
             raise ConfigError(
                 f"schedule {self.name!r}: its payload function returned "
                 f"{type(made).__name__}, not the {self.task.model.__name__} that task "

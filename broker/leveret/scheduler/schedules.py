@@ -157,7 +157,8 @@ def _checked_payload(name: str, task: Task[Any], payload: Any) -> Payload:
             raise ConfigError(
                 f"schedule {name!r}: its payload fails {model.__name__}: {exc}"
             ) from None
-        return payload
+        checked: BaseModel = payload
+        return checked
     if callable(payload):
         factory: Payload = payload
         return factory

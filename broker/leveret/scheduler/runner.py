@@ -34,7 +34,7 @@ from leveret.amqp.types import Delivery
 from leveret.errors import BrokerUnavailable, LeveretError, NotConfirmed, PublishError
 from leveret.scheduler import state as codec
 from leveret.scheduler.metrics import SchedulerMetrics
-from leveret.scheduler.schedule import Schedule, plan
+from leveret.scheduler.schedule import Plan, Schedule, plan
 from leveret.scheduler.schedules import Schedules
 
 log = logging.getLogger("leveret.scheduler")
@@ -327,20 +327,8 @@ class Scheduler:
             now = self.clock()
             through = self.state[schedule.name]
             decided = plan(schedule.timing, through, now, schedule.missed, schedule.grace)
-            if decided.skipped:
-                self.metrics.skipped.labels(schedule.name).inc(decided.skipped)
-                log.warning(
-                    "schedule %s: %d missed slots skipped (from %s), as its policy (%s) says",
-                    schedule.name,
-                    decided.skipped,
-                    decided.first_skipped.isoformat() if decided.first_skipped else "?",
-                    schedule.missed.describe(),
-                    extra={
-                        "event": "schedule.skipped",
-                        "schedule": schedule.name,
-                        "skipped": decided.skipped,
-                    },
-                )
+            if decided.skipped or len(decided.fire) > 1:
+                self._backlog(schedule, decided)
             for slot in decided.fire:
                 await self._sleep_until(slot + schedule.offset(slot))
                 await self._fire(schedule, slot, lease)
@@ -349,6 +337,28 @@ class Scheduler:
             self._next[schedule.name] = upcoming + schedule.offset(upcoming)
             self.metrics.next_fire.labels(schedule.name).set(self._next[schedule.name].timestamp())
             await self._sleep_until(upcoming + schedule.offset(upcoming))
+
+    def _backlog(self, schedule: Schedule, decided: Plan) -> None:
+        """Say what happens to slots that were due while nobody fired them."""
+        self.metrics.skipped.labels(schedule.name).inc(decided.skipped)
+        first = decided.first_skipped.isoformat() if decided.first_skipped else None
+        log.log(
+            logging.WARNING if decided.skipped else logging.INFO,
+            "schedule %s: %d slots due at once; firing %d, skipping %d missed ones%s (%s)",
+            schedule.name,
+            len(decided.fire) + decided.skipped,
+            len(decided.fire),
+            decided.skipped,
+            f" from {first}" if first else "",
+            schedule.missed.describe(),
+            extra={
+                "event": "schedule.backlog",
+                "schedule": schedule.name,
+                "fire": [slot.isoformat() for slot in decided.fire],
+                "skipped": decided.skipped,
+                "first_skipped": first,
+            },
+        )
 
     async def _sleep_until(self, moment: datetime) -> None:
         while True:

@@ -33,7 +33,11 @@ def replica(make_app: Callable[..., App], **schedule: object) -> Scheduler:
     app = make_app(heartbeat=5)
     schedules = Schedules(app)
     schedules.every(
-        "tick", tick, lambda slot: Job(n=int(slot.timestamp())), 1, **schedule  # type: ignore[arg-type]
+        "tick",
+        tick,
+        lambda slot: Job(n=int(slot.timestamp())),
+        1,
+        **schedule,  # type: ignore[arg-type]
     )
     return Scheduler(schedules, ping_timeout=3.0)
 
@@ -62,7 +66,7 @@ def unrecorded(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], int]]:
     def count() -> int:
         return sum(getattr(r, "event", None) == "schedule.unrecorded" for r in caplog.records)
 
-    yield count
+    return count
 
 
 async def test_two_replicas_one_fires_and_the_other_takes_over(
@@ -122,7 +126,7 @@ async def test_a_restarted_scheduler_fires_what_its_policy_says(
         await wait_for(lambda: after.metrics.fires.labels("tick")._value.get() >= 5)
     backlog = [r for r in caplog.records if getattr(r, "event", None) == "schedule.backlog"]
     assert len(backlog) == 1, [r.getMessage() for r in backlog]
-    fire = [s for s in backlog[0].fire]  # type: ignore[attr-defined]
+    fire = list(backlog[0].fire)  # type: ignore[attr-defined]
     skipped: int = backlog[0].skipped  # type: ignore[attr-defined]
     assert len(fire) == 4, "three missed slots and the current one"
     ledger = await fired(amqp_url, namespace)

@@ -8,6 +8,7 @@ firings from their task ids (``name@slot``) and the lateness of each from its
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -104,7 +105,5 @@ async def delete_scheduler_queues(url: str, namespace: str) -> None:
     """The lease and status queues a scheduler declared under ``namespace``."""
     async with admin_channel(url) as channel:
         for queue in (lease_queue(namespace), status_queue(namespace)):
-            try:
+            with contextlib.suppress(aiormq.exceptions.AMQPError):
                 await channel.queue_delete(queue)
-            except aiormq.exceptions.AMQPError:
-                pass

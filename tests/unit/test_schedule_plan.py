@@ -120,7 +120,10 @@ def test_a_payload_function_is_called_per_slot() -> None:
 @pytest.mark.parametrize(
     ("declare", "message"),
     [
-        (lambda s: s.cron("n", report, Report(kind="x"), "0 25 * * *"), "schedule 'n': invalid cron"),
+        (
+            lambda s: s.cron("n", report, Report(kind="x"), "0 25 * * *"),
+            "schedule 'n': invalid cron",
+        ),
         (
             lambda s: s.cron("n", report, Report(kind="x"), "0 2 * * *", timezone="Mars/Base"),
             "schedule 'n': unknown time zone 'Mars/Base'",

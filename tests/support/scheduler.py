@@ -39,12 +39,13 @@ async def firings(url: str, queue: str) -> list[Firing]:
         if slot.startswith("run-"):
             continue
         published = (props.headers or {}).get("leveret-published-at")
+        at = int(published) / 1000 if isinstance(published, int | str) else None
         found.append(
             Firing(
                 name,
                 datetime.fromisoformat(slot),
                 task_id,
-                int(published) / 1000 if published is not None else None,  # type: ignore[call-overload]
+                at,
             )
         )
     return found

@@ -375,7 +375,13 @@ class Scheduler:
             try:
                 payload = schedule.build(slot)
                 await self._fence(lease)
-                await self.app.send(schedule.task, payload, task_id=task_id)
+                try:
+                    await self.app.send(schedule.task, payload, task_id=task_id)
+                except asyncio.CancelledError:
+                    self._unrecorded(
+                        schedule, task_id, "was being sent when this replica stopped leading"
+                    )
+                    raise
                 break
             except LeaseLost:
                 raise
@@ -391,13 +397,9 @@ class Scheduler:
         self.state[schedule.name] = max(self.state[schedule.name], slot)
         try:
             await self._write_state(lease)
-        except LeaseLost:
-            log.error(
-                "schedule %s: %s was sent but the lease was lost before it was recorded; "
-                "the next leader sends it again with the same id",
-                schedule.name,
-                task_id,
-                extra={"event": "schedule.unrecorded", "schedule": schedule.name},
+        except (LeaseLost, asyncio.CancelledError):
+            self._unrecorded(
+                schedule, task_id, "was sent but the lease was lost before it was recorded"
             )
             raise
         self.metrics.fires.labels(schedule.name).inc()
@@ -420,6 +422,15 @@ class Scheduler:
         )
         if self.sentry_crons:
             _check_in(schedule)
+
+    def _unrecorded(self, schedule: Schedule, task_id: str, what: str) -> None:
+        log.error(
+            "schedule %s: %s %s; the next leader sends it again with the same id",
+            schedule.name,
+            task_id,
+            what,
+            extra={"event": "schedule.unrecorded", "schedule": schedule.name, "task_id": task_id},
+        )
 
     async def _fence(self, lease: LeaseChannel) -> None:
         """Make sure the lease is still ours, right before a send."""

@@ -2,15 +2,14 @@
 
     leveret_scheduler_leader                        1 on the replica that fires, else 0
     leveret_schedule_last_fire_timestamp_seconds    {schedule} when its last slot was sent
-    leveret_schedule_last_slot_timestamp_seconds    {schedule} the slot that was
     leveret_schedule_next_fire_timestamp_seconds    {schedule} when its next slot is due
     leveret_schedule_lateness_seconds               {schedule} histogram: sent - due
     leveret_schedule_fires_total                    {schedule}
     leveret_schedule_skipped_total                  {schedule} slots given up by the policy
     leveret_schedule_errors_total                   {schedule} failed attempts to fire
 
-Every replica computes the next fire time, so ``max by (schedule)`` over replicas
-still answers while a leader is being replaced.
+Only the leader exports the next fire time; after a failover the old leader's
+series goes stale, so alerts take ``max by (schedule)`` over replicas.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ LATENESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 
 
 class SchedulerMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
         r = self.registry
         self.leader = Gauge(
             "leveret_scheduler_leader", "1 if this replica is the leader", registry=r
@@ -30,12 +29,6 @@ class SchedulerMetrics:
         self.last_fire = Gauge(
             "leveret_schedule_last_fire_timestamp_seconds",
             "When the schedule's last slot was sent (Unix time)",
-            ["schedule"],
-            registry=r,
-        )
-        self.last_slot = Gauge(
-            "leveret_schedule_last_slot_timestamp_seconds",
-            "The last slot sent (Unix time)",
             ["schedule"],
             registry=r,
         )

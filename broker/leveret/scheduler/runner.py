@@ -120,7 +120,6 @@ class Scheduler:
     async def run(self) -> None:
         """Stand by, lead when elected, and come back after any loss, until stopped."""
         pause = 0.2
-        self._publish_next_fires()
         while not self._stop.is_set():
             lease: LeaseChannel | None = None
             try:
@@ -319,6 +318,7 @@ class Scheduler:
         self.is_leader = False
         self.leader_since = None
         self.metrics.leader.set(0)
+        self.metrics.next_fire.clear()
 
     # -- firing -------------------------------------------------------------------
 
@@ -405,7 +405,6 @@ class Scheduler:
         self.metrics.fires.labels(schedule.name).inc()
         self.metrics.lateness.labels(schedule.name).observe(lateness)
         self.metrics.last_fire.labels(schedule.name).set(sent.timestamp())
-        self.metrics.last_slot.labels(schedule.name).set(slot.timestamp())
         log.info(
             "schedule %s fired %s (%.3f s late)",
             schedule.name,
@@ -460,14 +459,6 @@ class Scheduler:
             extra={"event": "schedule.error", "schedule": schedule.name, "task_id": task_id},
         )
 
-    def _publish_next_fires(self) -> None:
-        """Every replica exports when each schedule fires next, leader or not."""
-        now = self.clock()
-        for schedule in self.schedules:
-            upcoming = schedule.timing.after(now)
-            at = upcoming + schedule.offset(upcoming)
-            self._next.setdefault(schedule.name, at)
-            self.metrics.next_fire.labels(schedule.name).set(at.timestamp())
 
 
 async def _wait_future(future: asyncio.Future[Any]) -> None:

@@ -117,6 +117,9 @@ def worker_metrics() -> dict[str, Metric]:
     if module is None:
         return {m.name: m for m in DOCUMENTED_METRICS}
     found = _metrics_of(module)
+    scheduler = optional_module("leveret.scheduler.metrics")
+    if scheduler is not None:  # the scheduler's replicas are scraped with the workers
+        found |= _metrics_of(scheduler)
     assert found, (
         "broker/metrics.py defines no metric this test can find: keep them as module-level "
         "prometheus_client metrics, a module-level CollectorRegistry, or a class whose "

@@ -7,7 +7,8 @@ The names below are the public API. Of the modules, ``leveret.deadletter`` (dead
 operations), ``leveret.ops.sentry`` (``SentryMiddleware``), ``leveret.ops.health``
 (``HealthServer``), ``leveret.ops.logs``
 (``TaskLog``), ``leveret.ops.metrics`` (``Metrics``) and ``leveret.ops.discovery``
-(``find_broker``) are public too, and so is ``leveret.scheduler`` (recurring tasks); everything else is internal and may change.
+(``find_broker``) are public too, and so is ``leveret.scheduler`` (recurring tasks);
+everything else is internal and may change.
 """
 
 from leveret.app import App

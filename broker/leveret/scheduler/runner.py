@@ -460,7 +460,6 @@ class Scheduler:
         )
 
 
-
 async def _wait_future(future: asyncio.Future[Any]) -> None:
     with contextlib.suppress(BaseException):
         await asyncio.shield(future)

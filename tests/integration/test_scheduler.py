@@ -76,23 +76,27 @@ async def test_two_replicas_one_fires_and_the_other_takes_over(
     cleanup: None,
     unrecorded: Callable[[], int],
 ) -> None:
-    first, second = replica(make_app), replica(make_app)
-    async with running(first) as first_task, running(second):
-        await wait_for(lambda: first.is_leader, what="the first replica never led")
-        await wait_for(lambda: second.connected, what="the second replica never stood by")
-        assert not second.is_leader
+    replicas = [replica(make_app), replica(make_app)]
+    async with running(replicas[0]) as first_task, running(replicas[1]) as second_task:
         await wait_for(
-            lambda: len(first.state) and first.metrics.fires.labels("tick")._value.get() >= 3,
+            lambda: sum(r.is_leader for r in replicas) == 1 and all(r.connected for r in replicas),
+            what="one replica leading, the other standing by",
+        )
+        leader, standby = replicas if replicas[0].is_leader else replicas[::-1]
+        leader_task = first_task if leader is replicas[0] else second_task
+        await wait_for(
+            lambda: leader.metrics.fires.labels("tick")._value.get() >= 3,
             what="the leader fired fewer than 3 slots",
         )
+        assert not standby.is_leader
         # The leader dies: its lease channel goes with its connection.
-        first_task.cancel()
+        leader_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await first_task
-        await first.app.close()
-        await wait_for(lambda: second.is_leader, what="the standby never took over")
+            await leader_task
+        await leader.app.close()
+        await wait_for(lambda: standby.is_leader, what="the standby never took over")
         await wait_for(
-            lambda: second.metrics.fires.labels("tick")._value.get() >= 3,
+            lambda: standby.metrics.fires.labels("tick")._value.get() >= 3,
             what="the new leader fired fewer than 3 slots",
         )
     ledger = await fired(amqp_url, namespace)
@@ -122,10 +126,14 @@ async def test_a_restarted_scheduler_fires_what_its_policy_says(
         what="eleven slots to pass",
     )
     after = replica(make_app, missed=CatchUp(3), grace=0)
+    seen = len(caplog.records)
     async with running(after):
         await wait_for(lambda: after.metrics.fires.labels("tick")._value.get() >= 5)
-    backlog = [r for r in caplog.records if getattr(r, "event", None) == "schedule.backlog"]
-    assert len(backlog) == 1, [r.getMessage() for r in backlog]
+    backlog = [r for r in caplog.records[seen:] if getattr(r, "event", None) == "schedule.backlog"]
+    # The restart's backlog first; a busy machine may fall a slot behind later, never
+    # so far that a slot is skipped.
+    assert backlog, "the restart found no backlog"
+    assert all(r.skipped == 0 for r in backlog[1:]), [r.getMessage() for r in backlog]  # type: ignore[attr-defined]
     fire = list(backlog[0].fire)  # type: ignore[attr-defined]
     skipped: int = backlog[0].skipped  # type: ignore[attr-defined]
     assert len(fire) == 4, "three missed slots and the current one"

@@ -111,6 +111,9 @@ class Scheduler:
         self._write_lock = asyncio.Lock()
         self._writing = False
         self._next: dict[str, datetime] = {}
+        self._firing: set[str] = set()
+        self._quiet = asyncio.Event()  # set while no slot is being fired
+        self._quiet.set()
 
     # -- running ------------------------------------------------------------------
 
@@ -219,6 +222,8 @@ class Scheduler:
             done, _ = await asyncio.wait(
                 {*runners, lost, stop}, return_when=asyncio.FIRST_COMPLETED
             )
+            if stop in done and not lease.is_closed:
+                await self._finish_firing()
         finally:
             for task in (*runners, lost, stop):
                 task.cancel()
@@ -228,6 +233,13 @@ class Scheduler:
                 raise task.exception()  # type: ignore[misc]
         if lease.is_closed:
             raise LeaseLost("the lease channel closed")
+
+    async def _finish_firing(self, within: float = 10.0) -> None:
+        """On a stop, let a slot being sent be recorded too: its successor would
+        otherwise send it again. Runners are cancelled right after, between slots."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._quiet.wait()
 
     async def _take_over(self, lease: LeaseChannel) -> None:
         """Read every state message there is before firing anything.
@@ -319,6 +331,7 @@ class Scheduler:
         self.leader_since = None
         self.metrics.leader.set(0)
         self.metrics.next_fire.clear()
+        self._next = {}
 
     # -- firing -------------------------------------------------------------------
 
@@ -369,6 +382,19 @@ class Scheduler:
 
     async def _fire(self, schedule: Schedule, slot: datetime, lease: LeaseChannel) -> None:
         """Send the slot's task (confirmed), then record the slot; retry until both."""
+        if self._stop.is_set():
+            # Stopping: start no new slot; wait to be cancelled.
+            await asyncio.get_running_loop().create_future()
+        self._firing.add(schedule.name)
+        self._quiet.clear()
+        try:
+            await self._fire_once(schedule, slot, lease)
+        finally:
+            self._firing.discard(schedule.name)
+            if not self._firing:
+                self._quiet.set()
+
+    async def _fire_once(self, schedule: Schedule, slot: datetime, lease: LeaseChannel) -> None:
         task_id = schedule.task_id(slot)
         pause = 0.5
         while True:

@@ -117,9 +117,6 @@ def worker_metrics() -> dict[str, Metric]:
     if module is None:
         return {m.name: m for m in DOCUMENTED_METRICS}
     found = _metrics_of(module)
-    scheduler = optional_module("leveret.scheduler.metrics")
-    if scheduler is not None:  # the scheduler's replicas are scraped with the workers
-        found |= _metrics_of(scheduler)
     assert found, (
         "broker/metrics.py defines no metric this test can find: keep them as module-level "
         "prometheus_client metrics, a module-level CollectorRegistry, or a class whose "
@@ -171,9 +168,21 @@ def _metrics_of(module: ModuleType) -> dict[str, Metric]:
     return found
 
 
+def scheduler_metrics() -> dict[str, Metric]:
+    """The metric families a ``leveret scheduler`` replica exports (none on a branch
+    without the scheduler)."""
+    module = optional_module("leveret.scheduler.metrics")
+    return {} if module is None else _metrics_of(module)
+
+
+def scraped_metrics() -> dict[str, Metric]:
+    """Every family the PodMonitor scrapes: the workers' and the schedulers'."""
+    return {**worker_metrics(), **scheduler_metrics()}
+
+
 def exported_series() -> dict[str, Metric]:
-    """Every series name the worker can export, mapped to its family."""
-    return {s: m for m in worker_metrics().values() for s in m.series}
+    """Every series name a worker or scheduler can export, mapped to its family."""
+    return {s: m for m in scraped_metrics().values() for s in m.series}
 
 
 # -- console script (pyproject.toml) ---------------------------------------------------

@@ -146,8 +146,8 @@ def test_every_expression_parses_and_reads_known_metrics() -> None:
                 assert metric in external, f"{query.where}: {metric} comes from nowhere known"
         used |= query.metrics
     families = {series[m].name for m in used if m in series}
-    assert families == set(contract.worker_metrics()), (
-        f"metrics on no alert or panel: {set(contract.worker_metrics()) - families}"
+    assert families == set(contract.scraped_metrics()), (
+        f"metrics on no alert or panel: {set(contract.scraped_metrics()) - families}"
     )
 
 

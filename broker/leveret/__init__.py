@@ -8,9 +8,10 @@ operations), ``leveret.ops.sentry`` (``SentryMiddleware``), ``leveret.ops.health
 (``HealthServer``), ``leveret.ops.logs``
 (``TaskLog``), ``leveret.ops.metrics`` (``Metrics``), ``leveret.ops.discovery``
 (``find_broker``), ``leveret.testing`` (``Kit``, ``BrokerKit``, the pytest plugin),
-``leveret.integrations.django`` (``send_on_commit``) and ``leveret.outbox`` (``Outbox``,
-``Relay``, ``migration_sql``; the ``outbox`` extra) are public too; ``App.sync`` is
-``leveret.sync.SyncSender``. Everything else is internal and may change.
+``leveret.integrations.django`` (``send_on_commit``), ``leveret.outbox`` (``Outbox``,
+``Relay``, ``migration_sql``; the ``outbox`` extra) and ``leveret.scheduler`` (recurring
+tasks) are public too; ``App.sync`` is ``leveret.sync.SyncSender``. Everything else is
+internal and may change.
 """
 
 from leveret.app import App

@@ -174,13 +174,19 @@ def outbox_metrics() -> dict[str, Metric]:
     return {} if module is None else _metrics_of(module)
 
 
+def scheduler_metrics() -> dict[str, Metric]:
+    """The metric families a ``leveret scheduler`` replica exports."""
+    module = optional_module("leveret.scheduler.metrics")
+    return {} if module is None else _metrics_of(module)
+
+
 def exported_metrics() -> dict[str, Metric]:
-    """Every family a leveret process exports: the worker's and the outbox relay's."""
-    return {**worker_metrics(), **outbox_metrics()}
+    """Every family a leveret process exports: workers', outbox relays', schedulers'."""
+    return {**worker_metrics(), **outbox_metrics(), **scheduler_metrics()}
 
 
 def exported_series() -> dict[str, Metric]:
-    """Every series name a worker or relay can export, mapped to its family."""
+    """Every series name a leveret process can export, mapped to its family."""
     return {s: m for m in exported_metrics().values() for s in m.series}
 
 

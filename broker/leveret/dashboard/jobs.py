@@ -61,9 +61,11 @@ class Job:
 
     @property
     def percent(self) -> int:
-        """Progress through the dead-letter queues (every message is looked at once)."""
+        """Moved of those expected, else looked at of those waiting; 100 once ended."""
         if self.done:
             return 100
+        if self.expected:
+            return min(99, int(100 * self.moved / self.expected))
         total = self.total
         return min(99, int(100 * self.scanned / total)) if total else 0
 

@@ -48,9 +48,15 @@ class QueueReport:
     rows: list[QueueRow] = field(default_factory=list)
     taken_at: float = field(default_factory=time.time)
 
+    @property
+    def delayed(self) -> int:
+        """Messages waiting in the delay levels (retries, delayed and scheduled sends)."""
+        return sum(r.ready for r in self.rows if r.role.startswith("delay"))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
+            "delayed": self.delayed,
             "why": self.why,
             "taken_at": self.taken_at,
             "queues": [asdict(r) for r in self.rows],

@@ -99,11 +99,15 @@ class Dashboard:
 
     def refuse(self, request: Request, refusal: security.Refusal) -> Response:
         headers = {}
-        if refusal.challenge:
+        # A challenge answering an htmx request would pop up a login box out of
+        # nowhere (or hang a headless browser): the refusal links to /login instead.
+        if refusal.challenge and "hx-request" not in request.headers:
             headers["WWW-Authenticate"] = 'Basic realm="leveret dashboard", charset="UTF-8"'
         if wants_json(request):
             return JSONResponse({"error": refusal.message}, refusal.status, headers=headers)
-        body = f'<p class="refused" role="alert">Refused: {render.escape(refusal.message)}</p>'
+        login = ' <a href="/login">Log in</a>.' if refusal.status == 401 else ""
+        message = render.escape(refusal.message)
+        body = f'<p class="refused" role="alert">Refused: {message}.{login}</p>'
         return Response(body, refusal.status, headers=headers, media_type="text/html")
 
     def error(self, request: Request, status: int, message: str) -> Response:

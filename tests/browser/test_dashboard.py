@@ -46,7 +46,7 @@ def shots(tmp_path: Path) -> Path:
 
 
 async def snap(page: Page, shots: Path, name: str) -> None:
-    await page.screenshot(path=str(shots / f"dashboard-{name}.png"), full_page=True)
+    await page.screenshot(path=str(shots / f"dashboard-{name}.png"), full_page=False)
 
 
 async def test_operator_replays_a_group_at_a_rate_and_watches_it_finish(

@@ -33,6 +33,7 @@ class Sizes:
     delay_rate: float = 250.0
     scale: int = 30000
     burst: int = 1000
+    dashboard: int = 100_000
     repeat: int = 3
 
 
@@ -49,6 +50,7 @@ QUICK = Sizes(
     delay_rate=250.0,
     scale=5000,
     repeat=1,
+    dashboard=10_000,
 )
 
 
@@ -553,6 +555,12 @@ async def delays(h: Harness, s: Sizes) -> list[Row]:
     ]
 
 
+async def _dashboard(h: Harness, count: int) -> list[Row]:
+    from bench.dashboard import scenario  # imports this module: only when chosen
+
+    return await scenario(h, count)
+
+
 SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
     "publish": publishing,
     "cold-burst": cold_burst,
@@ -563,4 +571,5 @@ SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
     "delays": delays,
     "scale-out": scale_out,
     "observability": observed,
+    "dashboard": lambda h, s: _dashboard(h, s.dashboard),
 }

@@ -98,10 +98,11 @@ class GroupIndex:
         self._wake = asyncio.Event()
         self._paused = 0
         self._scan: asyncio.Task[Snapshot] | None = None
+        self._stopping = False
 
     async def run(self) -> None:
-        """Scan now, then every ``every`` seconds or when asked; until cancelled."""
-        while True:
+        """Scan now, then every ``every`` seconds or when asked; until ``stop``."""
+        while not self._stopping:
             self._wake.clear()
             if not self._paused:
                 self._scan = asyncio.create_task(self._scan_once())
@@ -115,7 +116,18 @@ class GroupIndex:
                     self._scan = None
                     self.scanning = None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.every)
+                async with asyncio.timeout(self.every):
+                    await self._wake.wait()
+
+    def stop(self) -> None:
+        """End ``run`` soon: a scan under way stops and gives its letters back.
+
+        A flag rather than cancelling ``run``: a cancellation that reaches the scan
+        can be absorbed by the AMQP client closing its channel, and then be lost."""
+        self._stopping = True
+        if self._scan is not None:
+            self._scan.cancel()
+        self._wake.set()
 
     def refresh(self) -> None:
         """Scan again as soon as possible."""

@@ -64,9 +64,10 @@ class Dashboard:
         try:
             yield
         finally:
-            self._index_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._index_task
+            self.index.stop()
+            _, pending = await asyncio.wait({self._index_task}, timeout=10)
+            for task in pending:
+                task.cancel()
             await self.jobs.close()
             await self.dead.close()
             await self.app.close()

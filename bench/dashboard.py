@@ -64,6 +64,15 @@ async def fill_dead_letters(url: str, queue: str, count: int) -> None:
         await connection.close()
 
 
+def _start(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "leveret", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 async def _latencies(client: httpx.AsyncClient, path: str) -> list[float]:
     times = []
     for _ in range(REQUESTS):
@@ -87,12 +96,7 @@ async def measure(h: Harness, count: int) -> dict[str, float]:
     figures: dict[str, float] = {}
 
     start = time.perf_counter()
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "leveret", "dlq", "summary", "--queue", QUEUE, "--json"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    cli = _start("dlq", "summary", "--queue", QUEUE, "--json", env=env)
     peak = 0.0
     while cli.poll() is None:
         peak = max(peak, _peak_rss_mb(cli.pid))
@@ -101,12 +105,7 @@ async def measure(h: Harness, count: int) -> dict[str, float]:
     figures["cli_rss"] = peak
 
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leveret", "dashboard", "bench.apps:app", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _start("dashboard", "bench.apps:app", "--port", str(port), env=env)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             start = time.perf_counter()

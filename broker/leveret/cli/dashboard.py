@@ -6,7 +6,9 @@ The dashboard needs the optional extra: ``pip install 'leveret[dashboard]'``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from leveret.cli.common import add_app_argument, env_default, load_app
@@ -70,11 +72,31 @@ def run(args: argparse.Namespace) -> int:
         if settings.can_change
         else "changes off: no credentials configured",
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(app, settings),
         host=settings.host,
         port=settings.port,
         log_level="warning",
         access_log=False,
     )
+    _server_class()(config).run()
     return 0
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class CleanExitServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT once it has stopped gracefully, so the
+        process dies of the signal; a stop that was asked for is a clean exit here
+        (exit 0), as for the worker."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
+
+    return CleanExitServer

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ from leveret.deadletter import DeadLetters
 from leveret.errors import LeveretError
 
 HERE = Path(__file__).parent
+log = logging.getLogger("leveret.dashboard")
 
 
 class Dashboard:
@@ -59,15 +61,20 @@ class Dashboard:
         self._index_task: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
-    async def lifespan(self, _: Starlette) -> AsyncIterator[None]:
+    async def lifespan(self, asgi: Starlette) -> AsyncIterator[None]:
         self._index_task = asyncio.create_task(self.index.run())
+        log.info(
+            "dashboard ready: %d queues of namespace %s",
+            len(self.app.queues),
+            self.app.settings.namespace,
+        )
         try:
             yield
         finally:
             self.index.stop()
-            _, pending = await asyncio.wait({self._index_task}, timeout=10)
-            for task in pending:
-                task.cancel()
+            _, unfinished = await asyncio.wait({self._index_task}, timeout=10)
+            for left in unfinished:
+                left.cancel()
             await self.jobs.close()
             await self.dead.close()
             await self.app.close()

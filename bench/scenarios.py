@@ -573,3 +573,6 @@ SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
     "observability": observed,
     "dashboard": lambda h, s: _dashboard(h, s.dashboard),
 }
+
+#: Run only when named (--only): ``make bench-dashboard`` (about 5 min at full size).
+OPT_IN = frozenset({"dashboard"})

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-stock test-rabbitmq4 test-quick test-random test-faults lint format bench bench-quick clean
+.PHONY: help install demo test test-stock test-rabbitmq4 test-quick test-random test-faults lint format bench bench-quick bench-dashboard clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,9 @@ bench: $(STAMP) ## benchmarks beside a raw aio-pika baseline (< 5 min)
 
 bench-quick: $(STAMP) ## the benchmarks, small (< 1 min)
 	$(BIN)/python -m bench --quick
+
+bench-dashboard: $(STAMP) ## the dashboard with 100,000 dead letters: page latency, RSS (~5 min)
+	$(BIN)/python -m bench --only dashboard
 
 clean: ## remove the environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from bench import machine, report
 from bench.harness import Harness
-from bench.scenarios import FULL, QUICK, SCENARIOS, Row
+from bench.scenarios import FULL, OPT_IN, QUICK, SCENARIOS, Row
 from leveret.ops.discovery import LocalNode, find_broker
 
 console = Console(width=170)
@@ -41,7 +41,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace, url: str, how: str) -> int:
     sizes = QUICK if args.quick else FULL
-    chosen = [s.strip() for s in args.only.split(",") if s.strip()] or list(SCENARIOS)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()] or [
+        s for s in SCENARIOS if s not in OPT_IN
+    ]
     unknown = [s for s in chosen if s not in SCENARIOS]
     if unknown:
         console.print(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")

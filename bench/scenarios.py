@@ -35,6 +35,7 @@ class Sizes:
     delay_rate: float = 250.0
     scale: int = 30000
     burst: int = 1000
+    dashboard: int = 100_000
     repeat: int = 3
 
 
@@ -51,6 +52,7 @@ QUICK = Sizes(
     delay_rate=250.0,
     scale=5000,
     repeat=1,
+    dashboard=10_000,
 )
 
 
@@ -679,6 +681,12 @@ async def outbox(h: Harness, s: Sizes) -> list[Row]:
     return await relay_throughput(h, s)
 
 
+async def _dashboard(h: Harness, count: int) -> list[Row]:
+    from bench.dashboard import scenario  # imports this module: only when chosen
+
+    return await scenario(h, count)
+
+
 SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
     "publish": publishing,
     "sync-publish": sync_publishing,
@@ -692,4 +700,8 @@ SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
     "observability": observed,
     "testing-kit": testing_kit,
     "outbox": outbox,
+    "dashboard": lambda h, s: _dashboard(h, s.dashboard),
 }
+
+#: Run only when named (--only): ``make bench-dashboard`` (about 5 min at full size).
+OPT_IN = frozenset({"dashboard"})

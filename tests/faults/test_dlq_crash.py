@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-from collections import Counter
 from collections.abc import Callable
 
 import pytest
 
 from leveret import App
-from tests.support.amqp import fill, ids_in, queue_size
-from tests.support.deadletters import dead_letter
+from tests.support.amqp import fill, queue_size
+from tests.support.deadletters import check_nothing_lost, dead_letter
 from tests.support.processes import popen_cli
 
 COUNT = 2000
@@ -42,22 +41,6 @@ async def replay_until_killed(app: App, work_threshold: int) -> bool:
         proc.stderr.close()
 
 
-async def check_nothing_lost(
-    app: App, wanted: set[str], kept: set[str]
-) -> tuple[Counter[str], Counter[str]]:
-    """Every replayable id is replayed or still dead; every other one still dead."""
-    names = app.sender.names
-    for _ in range(50):  # the broker gives back the killed channel's messages
-        work = Counter(await ids_in(app.settings.url, names.work_queue("jobs")))
-        dead = Counter(await ids_in(app.settings.url, names.dead_queue("jobs")))
-        if wanted <= set(work) | set(dead) and kept <= set(dead):
-            assert not set(work) - wanted, "a message that did not match was replayed"
-            return work, dead
-        await asyncio.sleep(0.1)
-    missing = (wanted - set(work) - set(dead)) | (kept - set(dead))
-    raise AssertionError(f"{len(missing)} dead letters lost, e.g. {sorted(missing)[:3]}")
-
-
 @pytest.mark.slow
 async def test_sigkill_during_replay_loses_nothing(make_app: Callable[..., App]) -> None:
     app = make_app()
@@ -78,7 +61,7 @@ async def test_sigkill_during_replay_loses_nothing(make_app: Callable[..., App])
     for step in (1, 100, 250, rng.randint(50, 400)):
         if await replay_until_killed(app, replayed + step):
             kills += 1
-        work, _ = await check_nothing_lost(app, wanted, kept)
+        work, _ = await check_nothing_lost(app, "jobs", wanted, kept)
         replayed = sum(work.values())
     assert kills >= 3, "the replay finished before it could be killed"
 
@@ -87,7 +70,7 @@ async def test_sigkill_during_replay_loses_nothing(make_app: Callable[..., App])
     )
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err.decode()
-    work, dead = await check_nothing_lost(app, wanted, kept)
+    work, dead = await check_nothing_lost(app, "jobs", wanted, kept)
     assert set(work) == wanted
     assert set(dead) == kept
     duplicates = sum(work.values()) - len(work) + sum(dead.values()) - len(dead)

@@ -93,16 +93,16 @@ def reader_env(url: str, namespace: str) -> dict[str, str]:
     return env
 
 
-def run_worker(words: list[str], env: dict[str, str], cwd: Path) -> None:
-    """Start it, see it consume, SIGTERM it: it must drain and exit 0."""
+def run_worker(words: list[str], env: dict[str, str], cwd: Path, ready: str = "consuming") -> None:
+    """Start it, see it consume (or serve), SIGTERM it: it must drain and exit 0."""
     proc = subprocess.Popen(
         words, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     output = Output(proc)
     try:
         wait_until(
-            lambda: "consuming" in output.text or proc.poll() is not None,
-            what=lambda: f"never started consuming:\n{output.text}",
+            lambda: ready in output.text or proc.poll() is not None,
+            what=lambda: f"never printed {ready!r}:\n{output.text}",
         )
         assert proc.poll() is None, f"exited {proc.returncode}:\n{output.text}"
         proc.send_signal(signal.SIGTERM)
@@ -180,6 +180,11 @@ def run_readme(env: dict[str, str], cwd: Path) -> dict[str, str]:
             words = shlex.split(line)
             if cli_args(line)[0] == "worker":
                 run_worker(words, block_env, cwd)
+                continue
+            if cli_args(line)[0] == "dashboard":  # on a free port, not the shown default
+                run_worker(
+                    words, {**block_env, "LEVERET_DASHBOARD_PORT": "0"}, cwd, "dashboard ready"
+                )
                 continue
             done = subprocess.run(
                 words, env=block_env, cwd=cwd, capture_output=True, text=True, timeout=120

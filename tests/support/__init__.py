@@ -12,6 +12,8 @@
 - ``deadletters``: dead letters as a worker writes them, and taking them back off.
 - ``ops``: tests.apps.ops_app's worker started and ready (``start_ops_worker``), its
   health and metrics endpoints, and the ledger it writes.
+- ``dashboard``: ``leveret dashboard`` served and ready (``serving``), and the Chromium
+  the browser tests drive.
 """
 
 from __future__ import annotations

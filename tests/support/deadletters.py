@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import traceback
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from pamqp.commands import Basic
 
 from leveret import App, message
 from leveret.deadletter.codec import ExactProperties
+from tests.support.amqp import ids_in
 from tests.support.waiting import PATIENCE
 
 
@@ -76,3 +78,21 @@ async def dead_letters(
             f"{len(found)} of {count} dead letters of {queue} within {timeout:g} s"
         ) from None
     return found
+
+
+async def check_nothing_lost(
+    app: App, queue: str, wanted: set[str], kept: set[str]
+) -> tuple[Counter[str], Counter[str]]:
+    """After a replay of ``queue``'s dead letters was killed: every id it should replay
+    is replayed or still dead, every other one still dead, nothing else replayed.
+    Returns the ids in the work queue and in the dead-letter queue, with their counts."""
+    names = app.sender.names
+    for _ in range(50):  # the broker gives back the killed channel's messages
+        work = Counter(await ids_in(app.settings.url, names.work_queue(queue)))
+        dead = Counter(await ids_in(app.settings.url, names.dead_queue(queue)))
+        if wanted <= set(work) | set(dead) and kept <= set(dead):
+            assert not set(work) - wanted, "a message that did not match was replayed"
+            return work, dead
+        await asyncio.sleep(0.1)
+    missing = (wanted - set(work) - set(dead)) | (kept - set(dead))
+    raise AssertionError(f"{len(missing)} dead letters lost, e.g. {sorted(missing)[:3]}")

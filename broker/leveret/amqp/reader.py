@@ -53,6 +53,11 @@ class QueueReader:
         ok = await self._channel.queue_declare(queue, passive=True)
         return int(ok.message_count or 0)
 
+    async def stats(self, queue: str) -> tuple[int, int]:
+        """``(ready messages, consumers)`` of ``queue``; raises like ``ready``."""
+        ok = await self._channel.queue_declare(queue, passive=True)
+        return int(ok.message_count or 0), int(ok.consumer_count or 0)
+
     async def consume(self, queue: str, on_delivery: OnDelivery, *, prefetch: int) -> str:
         """Start a consumer receiving at most ``prefetch`` unacknowledged messages;
         returns its tag, for ``cancel``."""
@@ -91,3 +96,22 @@ async def count_ready(connection: Connection, queue: str) -> int | None:
         return None
     finally:
         await reader.close()
+
+
+async def queue_stats(connection: Connection, queues: list[str]) -> dict[str, tuple[int, int]]:
+    """``(ready, consumers)`` of each queue that exists, by passive declares on one
+    channel (reopened after each queue that does not exist, which closes it)."""
+    found: dict[str, tuple[int, int]] = {}
+    reader = await QueueReader.open(connection)
+    try:
+        for queue in queues:
+            if reader.is_closed:
+                await reader.close()
+                reader = await QueueReader.open(connection)
+            try:
+                found[queue] = await reader.stats(queue)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                continue
+    finally:
+        await reader.close()
+    return found

@@ -8,11 +8,11 @@ import sys
 
 from leveret.amqp import AMQPError
 from leveret.amqp.connection import CONNECTION_ERRORS
-from leveret.cli import check, dlq, doctor, outbox, scheduler, tasks, worker
+from leveret.cli import check, dashboard, dlq, doctor, outbox, scheduler, tasks, worker
 from leveret.cli.common import error
 from leveret.errors import LeveretError
 
-COMMANDS = (worker, tasks, dlq, check, doctor, outbox, scheduler)
+COMMANDS = (worker, tasks, dlq, check, doctor, outbox, scheduler, dashboard)
 
 
 def parser() -> argparse.ArgumentParser:

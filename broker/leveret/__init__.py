@@ -10,6 +10,7 @@ operations), ``leveret.ops.sentry`` (``SentryMiddleware``), ``leveret.ops.health
 (``find_broker``) are public too; everything else is internal and may change.
 """
 
+from leveret._version import __version__ as __version__
 from leveret.app import App
 from leveret.errors import (
     AccessRefused,

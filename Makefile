@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-stock test-rabbitmq4 test-quick test-random test-faults lint format bench bench-quick bench-dashboard clean
+.PHONY: help install demo test test-stock test-pythons test-rabbitmq4 test-quick test-random test-faults lint format bench bench-quick bench-dashboard clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,9 +21,10 @@ install: $(STAMP) ## create .venv with the project and its dev tools
 demo: $(STAMP) ## run the demo workload: 2 workers, a producer, a summary
 	$(BIN)/python -m tasks.demo
 
-test: $(STAMP) ## the whole suite against a real RabbitMQ, then test-stock (what CI runs)
+test: $(STAMP) ## the whole suite against a real RabbitMQ, then test-stock and test-pythons (what CI runs)
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory test-stock
+	$(MAKE) --no-print-directory test-pythons
 
 test-stock: $(STAMP) ## unit and integration tests on aiormq's own frame reader (~2 min)
 	LEVERET_STOCK_FRAMES=1 $(BIN)/pytest tests/unit tests/integration -m "not slow" -q
@@ -32,6 +33,9 @@ RABBITMQ4_URL ?= amqp://guest:guest@127.0.0.1:5682/
 
 test-rabbitmq4: $(STAMP) ## unit and integration tests against RabbitMQ 4 (sudo .ci/rabbitmq4.sh up; ~3 min)
 	RABBITMQ_URL=$(RABBITMQ4_URL) $(BIN)/pytest tests/unit tests/integration -m "not slow" -q
+
+test-pythons: $(STAMP) ## unit tests and an integration subset on Python 3.12 and 3.13 (.venv-3.X; ~4 min each)
+	$(BIN)/python -m tests.pythons
 
 test-quick: $(STAMP) ## the suite without the slow fault tests
 	$(BIN)/pytest -m "not slow"

@@ -48,5 +48,6 @@ def describe(server: dict[str, Any], broker_how: str) -> dict[str, Any]:
         "pamqp": _version("pamqp"),
         "pydantic": _version("pydantic"),
         "pydantic_core": _version("pydantic-core"),
+        "uvloop": _version("uvloop"),
         "commit": _commit(),
     }

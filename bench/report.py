@@ -69,7 +69,8 @@ def _machine_line(env: dict[str, Any]) -> str:
     return (
         f"{env['cores']} cores (load {env['load_average']} at start), {env['rabbitmq']} "
         f"({env['broker']}), Python {env['python']}, aio-pika {env['aio_pika']}, "
-        f"aiormq {env['aiormq']}, pydantic {env['pydantic']}, commit {env['commit']}, "
+        f"aiormq {env['aiormq']}, pydantic {env['pydantic']}, uvloop {env.get('uvloop', '?')}, "
+        f"commit {env['commit']}, "
         f"mode {env['mode']}; {env.get('note', '')}"
     )
 

@@ -423,6 +423,25 @@ async def observed(h: Harness, s: Sizes) -> list[Row]:
     return rows
 
 
+async def event_loop(h: Harness, s: Sizes) -> list[Row]:
+    """The engine's drain on uvloop against the same engine on asyncio's own loop."""
+    best = {"asyncio": 0.0, "uvloop": 0.0}
+    cpu = dict.fromkeys(best, 0.0)
+    for _ in range(s.repeat):
+        for loop in best:
+            env = {"BENCH_LOOP": loop}
+            rate, (rep,) = await _drain(h, "leveret", "work", apps.noop, s.drain, 256, env=env)
+            if rate > best[loop]:
+                best[loop], cpu[loop] = rate, (rep.cpu_per_task_ms or 0) * 1000
+    note = "the baseline column is the engine on asyncio's loop"
+    return [
+        Row("uvloop", f"drain at concurrency 256 on uvloop, best of {s.repeat}", "tasks/s",
+            best["uvloop"], best["asyncio"], note=note),
+        Row("uvloop", "worker CPU per 1000 tasks, concurrency 256, on uvloop", "ms",
+            cpu["uvloop"], cpu["asyncio"], better="lower", note=note),
+    ]  # fmt: skip
+
+
 async def scale_out(h: Harness, s: Sizes) -> list[Row]:
     """Two worker processes on one queue, each task run once; one worker is the drain's."""
     if "drain-256" not in h.cache:
@@ -701,6 +720,7 @@ SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[list[Row]]]] = {
     "testing-kit": testing_kit,
     "outbox": outbox,
     "dashboard": lambda h, s: _dashboard(h, s.dashboard),
+    "uvloop": event_loop,
 }
 
 #: Run only when named (--only): ``make bench-dashboard`` (about 5 min at full size).

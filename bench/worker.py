@@ -4,6 +4,8 @@ Like ``leveret worker bench.apps:app --queues QUEUE``, minus what the command ad
 around the worker (health server, default middleware), so that every figure measures
 the engine itself. ``--observe`` adds the metrics, JSON logs and Sentry (traces
 sampled, events to a closed port on 127.0.0.1) that a production worker runs with.
+It runs on asyncio's own loop unless ``BENCH_LOOP`` names another (``uvloop``), so that
+every other figure compares like with like across revisions.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from bench.apps import app
 from leveret import Worker
+from leveret.ops import loops
 
 #: Where Sentry sends envelopes in the bench: a port nothing listens on, on this host.
 SENTRY_DSN = "http://bench@127.0.0.1:9/1"
@@ -97,7 +100,7 @@ def main() -> None:
         observe(worker)
     else:
         logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(worker))
+    loops.run(serve(worker), os.environ.get("BENCH_LOOP", "asyncio"))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ tasks) are public too; ``App.sync`` is ``leveret.sync.SyncSender``. Everything e
 internal and may change.
 """
 
+from leveret._version import __version__ as __version__
 from leveret.app import App
 from leveret.errors import (
     AccessRefused,

@@ -15,6 +15,7 @@ from pamqp import decode as amqp_decode
 from pamqp.commands import Basic
 
 from leveret.deadletter.codec import (
+    MAX_DEPTH,
     CodecError,
     ExactProperties,
     dumps,
@@ -162,6 +163,17 @@ def line(**overrides: Any) -> str:
 def test_bad_lines_say_what_is_wrong(text: str, complaint: str) -> None:
     with pytest.raises(CodecError, match=complaint):
         loads(text)
+
+
+def test_the_depth_limit_is_the_same_on_every_python_and_what_passes_can_be_published() -> None:
+    deep: list[Any] = []
+    for _ in range(MAX_DEPTH - 2):  # the record and its headers are two levels
+        deep = [deep]
+    record = loads(dumps("q", b"", Basic.Properties(headers={"h": deep})))
+    assert record.headers == {"h": deep}
+    assert encode_table(record.headers)  # what import and replay then publish
+    with pytest.raises(CodecError, match="too deeply"):
+        loads(dumps("q", b"", Basic.Properties(headers={"h": [deep]})))
 
 
 def test_delivery_state_is_not_exported() -> None:

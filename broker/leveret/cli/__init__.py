@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import platform
 import sys
 
+from leveret._version import __version__
 from leveret.amqp import AMQPError
 from leveret.amqp.connection import CONNECTION_ERRORS
 from leveret.cli import check, dashboard, dlq, doctor, outbox, scheduler, tasks, worker
@@ -22,6 +24,13 @@ def parser() -> argparse.ArgumentParser:
         "variable: --concurrency is LEVERET_CONCURRENCY.",
     )
     root.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    root.add_argument(
+        "--version",
+        action="version",
+        version=f"leveret {__version__} "
+        f"({platform.python_implementation()} {platform.python_version()})",
+        help="print the version of leveret and of Python, then exit",
+    )
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.register(commands)

@@ -14,7 +14,7 @@ import time
 from leveret.cli.common import add_app_argument, console, env_default, load_app
 from leveret.errors import ConfigError
 from leveret.middleware import Middleware
-from leveret.ops import logs
+from leveret.ops import logs, loops
 from leveret.ops import sentry as sentry_setup
 from leveret.ops.health import HealthServer, worker_routes
 from leveret.ops.metrics import Metrics
@@ -67,6 +67,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="address the health endpoints listen on (default 0.0.0.0)",
     )
     worker.add_argument(
+        "--loop",
+        choices=loops.LOOPS,
+        default=env_default("loop", "auto"),
+        help="event loop: uvloop, asyncio, or auto: uvloop where it is installed "
+        "(pip install 'leveret[uvloop]'), else asyncio (default auto)",
+    )
+    worker.add_argument(
         "--log-format",
         choices=("auto", "json", "text"),
         default=env_default("log_format", "auto"),
@@ -114,6 +121,7 @@ def run_worker(args: argparse.Namespace) -> int:
     early = EarlySignal()
     if args.processes < 1:
         raise ConfigError("--processes must be at least 1")
+    loops.loop_factory(args.loop)  # a loop that cannot be had is refused before anything starts
     logs.configure(args.log_level, args.log_format)
     app = load_app(args.app)
     worker = Worker(
@@ -145,7 +153,7 @@ def run_worker(args: argparse.Namespace) -> int:
         health = HealthServer(
             worker_routes(worker, metrics), host=args.health_host, port=args.health_port
         )
-    asyncio.run(serve(worker, health, early))
+    loops.run(serve(worker, health, early), args.loop)
     _exit_if_threads_left()
     return 0
 
@@ -173,6 +181,7 @@ async def serve(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    log.info("event loop: %s", loops.describe(loop))
     if early is not None and early.received is not None:
         on_signal(early.received)
     if health is not None:

@@ -84,6 +84,7 @@ class Supervisor:
         argv = [sys.executable, "-m", "leveret", "--log-level", args.log_level, "worker", args.app]
         argv += ["--processes", "1", "--concurrency", str(args.concurrency)]
         argv += ["--shutdown-timeout", str(args.shutdown_timeout), "--log-format", args.log_format]
+        argv += ["--loop", args.loop]
         argv += ["--health-port", "0"]
         if args.queues:
             argv += ["--queues", args.queues]

@@ -48,7 +48,9 @@ async def examine(app: App, management_url: str | None = None) -> Diagnosis:
     found.findings += list(_time_limits(app))
     mgmt = Management.for_amqp(app.settings.urls[0], management_url)
     try:
-        found.findings += await http_checks.run(mgmt, app, _major_minor(version))
+        findings, skipped = await http_checks.run(mgmt, app, _major_minor(version))
+        found.findings += findings
+        found.skipped += skipped
     except Unreachable as exc:
         if management_url:
             found.findings.append(
@@ -60,7 +62,7 @@ async def examine(app: App, management_url: str | None = None) -> Diagnosis:
                     "15672/) and that the user has the management or monitoring tag",
                 )
             )
-        found.skipped += [f"{check}: no management API ({exc})" for check in http_checks.CHECKS]
+        found.skipped += [f"{check}: {exc}" for check in http_checks.CHECKS]
     return found
 
 

@@ -5,13 +5,14 @@ per-queue consumer timeouts. Each reads the API, never changes the broker.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
 from leveret.amqp.topology import Topology
 from leveret.app import App
 from leveret.doctor.finding import Finding
-from leveret.doctor.management import Management
+from leveret.doctor.management import Forbidden, Management
 
 #: Checks run only through the management API, in the order they are reported.
 CHECKS = ("bindings", "consumer timeout", "dead-letter policies", "permissions")
@@ -34,14 +35,20 @@ def _specs(app: App) -> list[Any]:
     return [app.queue_spec(q) for q in sorted(app.queues)]
 
 
-async def run(mgmt: Management, app: App, version: tuple[int, int] | None) -> list[Finding]:
+async def run(
+    mgmt: Management, app: App, version: tuple[int, int] | None
+) -> tuple[list[Finding], list[str]]:
+    """The findings, and the checks skipped (the API would not show what they need)."""
     topology = Topology(app.settings)
     findings = await _bindings(mgmt, app, topology)
     queues = await _queues(mgmt, topology, app)
     findings += list(_consumer_timeouts(app, topology, queues))
     findings += list(_dead_letter_policies(app, topology, queues, version))
-    findings += await _permissions(mgmt, app, topology)
-    return findings
+    try:
+        findings += await _permissions(mgmt, app, topology)
+    except Forbidden as exc:
+        return findings, [f"permissions: {exc}"]
+    return findings, []
 
 
 async def _bindings(mgmt: Management, app: App, topology: Topology) -> list[Finding]:
@@ -77,20 +84,57 @@ def _unbound_effect(topology: Topology, source: str) -> str:
 
 
 async def _queues(mgmt: Management, topology: Topology, app: App) -> dict[str, dict[str, Any]]:
+    """Each queue's type and arguments, with the policies that apply to it now.
+
+    The policy a queue shows in the API comes from statistics a few seconds old, so
+    the policies themselves are read and matched as the broker matches them.
+    """
+    vhost = mgmt.quoted(mgmt.vhost)
+    policies = await mgmt.get(f"policies/{vhost}") or []
+    try:
+        operator = await mgmt.get(f"operator-policies/{vhost}") or []
+    except Forbidden:
+        operator = []
     found = {}
     for name, _ in topology.queues(_specs(app)):
         info = await mgmt.get(f"queues/{mgmt.quoted(mgmt.vhost, name)}")
         if info is not None:
+            kind = info.get("type", "classic")
+            info["policy"] = _matching(policies, name, kind)
+            info["operator_policy"] = _matching(operator, name, kind)
             found[name] = info
     return found
 
 
-def _effective(info: dict[str, Any], key: str) -> Any:
-    """A queue's value for a policy key: its own x-argument wins, as on the broker."""
-    arguments = info.get("arguments") or {}
-    if f"x-{key}" in arguments:
-        return arguments[f"x-{key}"]
-    return (info.get("effective_policy_definition") or {}).get(key)
+def _matching(policies: list[dict[str, Any]], queue: str, kind: str) -> dict[str, Any] | None:
+    """The policy RabbitMQ applies to ``queue``: the highest priority one that matches."""
+    applies = {"all", "queues", f"{kind}_queues", "streams" if kind == "stream" else "queues"}
+    best = None
+    for policy in policies:
+        try:
+            matches = re.search(policy.get("pattern", ""), queue) is not None
+        except re.error:
+            continue
+        higher = best is None or policy.get("priority", 0) > best.get("priority", 0)
+        if matches and higher and policy.get("apply-to", "all") in applies:
+            best = policy
+    return best
+
+
+def _effective(info: dict[str, Any], key: str) -> tuple[Any, str] | None:
+    """A queue's value for a policy key and where it comes from: an x-argument, the
+    policy or the operator policy; for limits, the lowest of them, as on the broker."""
+    sources = [("an argument", (info.get("arguments") or {}).get(f"x-{key}"))]
+    for field in ("policy", "operator_policy"):
+        policy = info.get(field) or {}
+        value = (policy.get("definition") or {}).get(key)
+        sources.append((f"policy {policy.get('name')!r}", value))
+    present = [(value, where) for where, value in sources if value is not None]
+    if not present:
+        return None
+    if all(isinstance(v, int | float) for v, _ in present):
+        return min(present, key=lambda p: p[0])
+    return present[0]
 
 
 def _consumer_timeouts(
@@ -106,7 +150,8 @@ def _consumer_timeouts(
             continue
         for band in app.queue_spec(queue).bands:
             name = topology.names.work_queue(band)
-            limit = _effective(queues.get(name, {}), "consumer-timeout")
+            found = _effective(queues.get(name, {}), "consumer-timeout")
+            limit = found[0] if found else None
             if isinstance(limit, int | float) and timeout * 1000 >= limit:
                 yield Finding(
                     "consumer timeout",
@@ -130,17 +175,18 @@ def _dead_letter_policies(
         info = queues.get(name)
         if info is None:
             continue
-        policy = info.get("policy") or info.get("operator_policy") or "an argument"
         for key, effect in _LOSSY.items():
-            value = _effective(info, key)
-            if value is not None and not (key == "delivery-limit" and value == -1):
-                yield Finding(
-                    "dead-letter policies",
-                    f"queue {name}",
-                    f"{key} {value} (from {policy}): {effect.format(value)}",
-                    f"exclude {name} from the policy (narrow its pattern, or give the "
-                    "dead-letter queues a policy of their own with higher priority)",
-                )
+            found = _effective(info, key)
+            if found is None or (key == "delivery-limit" and found[0] == -1):
+                continue
+            value, where = found
+            yield Finding(
+                "dead-letter policies",
+                f"queue {name}",
+                f"{key} {value} (from {where}): {effect.format(value)}",
+                f"exclude {name} from the policy (narrow its pattern, or give the "
+                "dead-letter queues a policy of their own with higher priority)",
+            )
         quorum = info.get("type") == "quorum"
         on_4x = version is not None and version >= (4, 0)
         if quorum and on_4x and _effective(info, "delivery-limit") is None:
@@ -165,7 +211,8 @@ _NEEDS = {
 
 
 async def _permissions(mgmt: Management, app: App, topology: Topology) -> list[Finding]:
-    user = (await mgmt.get("whoami") or {}).get("name", "")
+    """The AMQP user's permissions (reading them takes an administrator's API login)."""
+    user = urllib.parse.unquote(urllib.parse.urlsplit(app.settings.urls[0]).username or "guest")
     row = await mgmt.get(f"permissions/{mgmt.quoted(mgmt.vhost, user)}")
     if row is None:
         return [

@@ -23,6 +23,10 @@ class Unreachable(Exception):
     """The management API did not answer, or refused us (the message says which)."""
 
 
+class Forbidden(Unreachable):
+    """The API answered, but this login may not read that (not an administrator)."""
+
+
 def default_url(amqp_url: str) -> str:
     """The management API beside a broker: same host and credentials, port 15672."""
     amqp = urllib.parse.urlsplit(amqp_url.split(",")[0].strip())
@@ -82,6 +86,13 @@ class Management:
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return None
+            if exc.code == 403:
+                raise Forbidden(
+                    f"{masked(self.url)} does not let this login read /api/{path} "
+                    "(it takes the administrator tag)"
+                ) from None
             raise Unreachable(f"{masked(self.url)} answered HTTP {exc.code} {exc.reason}") from None
+        except urllib.error.URLError as exc:
+            raise Unreachable(f"no management API at {masked(self.url)} ({exc.reason})") from None
         except (OSError, ValueError) as exc:
             raise Unreachable(f"no management API at {masked(self.url)} ({exc})") from None

@@ -196,9 +196,9 @@ def _dead_letter_policies(
                 f"RabbitMQ 4 gives quorum queues a delivery limit of "
                 f"{DEFAULT_DELIVERY_LIMIT_4X}: a letter returned that often (a "
                 "`leveret dlq` scan closed early counts) is dropped",
-                "lift it with a policy: rabbitmqctl set_policy --apply-to quorum_queues "
-                f"leveret-dlq '^{re.escape(topology.names.dead_queue(''))}' "
-                "'{\"delivery-limit\": -1}'",
+                "raise it with a policy: rabbitmqctl set_policy --apply-to quorum_queues "
+                f"dlq-limit '^{re.escape(topology.names.dead_queue(''))}' "
+                "'{\"delivery-limit\": 1000000}' (docs/rabbitmq-4.md)",
             )
 
 

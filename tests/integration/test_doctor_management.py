@@ -13,7 +13,6 @@ import pytest
 from leveret import App, Task
 from leveret.amqp.topology import Topology
 from leveret.doctor import Finding, examine
-from leveret.doctor.management import Management, default_url, masked
 from leveret.ops.discovery import free_port
 from leveret.priorities import PriorityIgnored
 from tests.apps import doctor_app
@@ -186,11 +185,3 @@ async def test_without_the_api_each_check_says_skipped(  # type: ignore[no-untyp
     assert given.returncode == 1
     assert "hunter2" not in given.stdout + given.stderr
     assert "guest:***@" in given.stdout
-
-
-def test_the_default_url_and_masking() -> None:
-    assert default_url("amqp://u:p@rabbit.svc:5672/prod") == "http://u:p@rabbit.svc:15672/"
-    assert masked("http://u:p%40ss@h:15672/") == "http://u:***@h:15672/"
-    assert masked("http://h:15672/") == "http://h:15672/"
-    api = Management.for_amqp("amqp://u:pw@h:5672/prod", "https://m.example:443/")
-    assert (api.url, api.vhost) == ("https://u:pw@m.example:443/", "prod")

@@ -63,6 +63,8 @@ async def queue_drift(
             await channel.queue_declare(name, durable=True, arguments=arguments)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             return str(exc.args[0] if exc.args else exc)
+        except aiormq.exceptions.ChannelAccessRefused:
+            return None  # cannot compare without configure permission; doctor reports that
     return None
 
 
@@ -77,4 +79,6 @@ async def exchange_drift(
             )
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             return str(exc.args[0] if exc.args else exc)
+        except aiormq.exceptions.ChannelAccessRefused:
+            return None  # cannot compare without configure permission; doctor reports that
     return None

@@ -251,6 +251,26 @@ class Topology:
             found.append((n.dead_queue(spec.name), {"x-queue-type": spec.type}))
         return found
 
+    def bindings(self, specs: Iterable[QueueSpec]) -> list[tuple[str, str, str, str]]:
+        """Every binding as (source, destination, "queue" or "exchange", routing key),
+        as ``declare_core`` and ``declare_queue`` make them."""
+        n, levels = self.names, self.settings.delay_levels
+        found = [(n.unroutable, n.unroutable, "queue", "")]
+        for level in range(levels):
+            name = n.delay_level(level)
+            onward = n.delay_level(level - 1) if level > 0 else n.delivery_exchange
+            found.append((name, name, "queue", delay.level_pattern(level, levels, 1)))
+            found.append((name, onward, "exchange", delay.level_pattern(level, levels, 0)))
+        for spec in specs:
+            for band in spec.bands:
+                work = n.work_queue(band)
+                found.append((n.tasks_exchange, work, "queue", band))
+                found.append(
+                    (n.delivery_exchange, work, "queue", delay.delivery_pattern(levels, band))
+                )
+            found.append((n.dead_exchange, n.dead_queue(spec.name), "queue", spec.name))
+        return found
+
     async def delete(self, channel: AbstractChannel, queues: list[str]) -> None:
         """Remove everything declared under this namespace, messages included.
 

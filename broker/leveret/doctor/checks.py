@@ -1,46 +1,69 @@
 """The checks ``leveret doctor`` runs, each yielding the problems it finds with their fix.
 
-What AMQP cannot show is not guessed at: bindings, policies and the broker's own
-``consumer_timeout`` are not visible over it (the management plugin shows them).
+What AMQP cannot show (bindings, policies, permissions) is read from the management
+HTTP API when it answers; when it does not, those checks are reported as skipped,
+never guessed at.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from leveret.amqp import probe
 from leveret.amqp.topology import Topology
 from leveret.amqp.types import Connection
 from leveret.app import App
+from leveret.doctor import http_checks
+from leveret.doctor.finding import Finding
+from leveret.doctor.management import Management, Unreachable, masked
 from leveret.priorities import unhonoured
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One problem: which check found it, on what, what is wrong, and what to do."""
+@dataclass
+class Diagnosis:
+    """The problems found, and the checks that could not run (with why)."""
 
-    check: str
-    subject: str
-    problem: str
-    fix: str
-
-    def line(self) -> str:
-        return f"{self.check}: {self.subject}: {self.problem}. Fix: {self.fix}"
-
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
+    findings: list[Finding] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
-async def diagnose(app: App) -> list[Finding]:
+async def diagnose(app: App, management_url: str | None = None) -> list[Finding]:
     """Every problem between the broker the app connects to and what the app needs."""
+    return (await examine(app, management_url)).findings
+
+
+async def examine(app: App, management_url: str | None = None) -> Diagnosis:
+    """``diagnose``, plus the checks skipped for want of the management API.
+
+    Without ``management_url`` the API is looked for beside the broker (its host, port
+    15672, the AMQP credentials); one given explicitly that does not answer is a finding.
+    """
     connection = await app.connector.get()
-    findings = list(_version(probe.server_version(connection), app))
-    findings += [f async for f in _topology(connection, app)]
-    findings += list(_priorities(app))
-    findings += list(_time_limits(app))
-    return findings
+    version = probe.server_version(connection)
+    found = Diagnosis(list(_version(version, app)))
+    found.findings += [f async for f in _topology(connection, app)]
+    found.findings += list(_priorities(app))
+    found.findings += list(_time_limits(app))
+    mgmt = Management.for_amqp(app.settings.urls[0], management_url)
+    try:
+        findings, skipped = await http_checks.run(mgmt, app, _major_minor(version))
+        found.findings += findings
+        found.skipped += skipped
+    except Unreachable as exc:
+        if management_url:
+            found.findings.append(
+                Finding(
+                    "management",
+                    masked(mgmt.url),
+                    str(exc),
+                    "check --management-url / LEVERET_MANAGEMENT_URL (http://user:pass@host:"
+                    "15672/) and that the user has the management or monitoring tag",
+                )
+            )
+        found.skipped += [f"{check}: {exc}" for check in http_checks.CHECKS]
+    return found
 
 
 def _major_minor(version: str) -> tuple[int, int] | None:

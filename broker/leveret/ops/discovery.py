@@ -66,6 +66,7 @@ class LocalNode:
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="leveret-rmq-")))
     name: str = "leveret"
     config: dict[str, str] = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
     dist_port: int = field(default_factory=free_port)
     epmd_port: int = field(default_factory=free_port)
     _process: subprocess.Popen[bytes] | None = None
@@ -110,7 +111,7 @@ class LocalNode:
             cookie.write_text(os.urandom(12).hex())
             cookie.chmod(0o400)
         (self.base / "rabbitmq-env.conf").write_text("")
-        (self.base / "enabled_plugins").write_text("[].\n")
+        (self.base / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
         lines = {
             "loopback_users.guest": "true",
             "vm_memory_high_watermark.absolute": "512MB",

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-stock test-pythons test-rabbitmq4 test-quick test-random test-faults lint format bench bench-quick bench-dashboard clean
+.PHONY: help install demo test test-stock test-pythons test-rabbitmq4 test-quick test-random test-faults soak lint format bench bench-quick bench-dashboard clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,9 @@ test-random: $(STAMP) ## the quick suite in a random order (seed printed; --rand
 
 test-faults: $(STAMP) ## the fault suite at full size, with its table
 	LEVERET_FAULTS_FULL=1 $(BIN)/pytest tests/faults -m slow -s
+
+soak: $(STAMP) ## the soak test for 30 min (make test runs 3); its tables in .pytest_cache/soak.md
+	LEVERET_SOAK_SECONDS=1800 $(BIN)/pytest tests/faults/test_soak.py -s
 
 lint: $(STAMP) ## ruff, mypy (strict) and the layer contracts (import-linter)
 	$(BIN)/ruff check .

@@ -16,19 +16,22 @@ import time
 from pydantic import BaseModel
 
 from leveret import App, RetryPolicy, Settings, Task, TaskContext
+from leveret.message import REPLAYS
 from tests.faults.ledger import append_line
 
 QUEUE = "work"
 
 
 class Job(BaseModel):
-    """What the handler should do: work for ``ms``, fail the first ``fail`` attempts,
-    or kill its own worker process (``poison``)."""
+    """What the handler should do: work for ``ms``, fail the first ``fail`` attempts
+    (and, with ``heal_on_replay``, only until it is replayed from the dead letters), or
+    kill its own worker process (``poison``)."""
 
     n: int
     ms: int = 0
     fail: int = 0
     poison: bool = False
+    heal_on_replay: bool = False
 
 
 job = Task("faults.job", Job, queue=QUEUE)
@@ -75,8 +78,10 @@ def build(
             os.kill(os.getpid(), signal.SIGKILL)
         if payload.ms:
             await asyncio.sleep(payload.ms / 1000)
-        if ctx.attempt <= payload.fail and not healed:
-            raise RuntimeError(f"planned failure of attempt {ctx.attempt} of {payload.fail}")
+        replayed = payload.heal_on_replay and bool(ctx.headers.get(REPLAYS))
+        if ctx.attempt <= payload.fail and not healed and not replayed:
+            until = " until replayed" if payload.heal_on_replay else ""
+            raise RuntimeError(f"planned failure of attempt {ctx.attempt} of {payload.fail}{until}")
         if ledger:
             append_line(ledger, f"done {ctx.task_id} {os.getpid()} {ctx.attempt} {time.time():.4f}")
 

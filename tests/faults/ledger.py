@@ -8,6 +8,11 @@ interleave (tests/apps/faults_app.py):
     start <task id> <pid> <attempt> <redelivered 0|1> <x-delivery-count|-> <epoch s>
     done  <task id> <pid> <attempt> <epoch s>
 
+A producer in a process of its own appends one line per confirmed send, with what
+the task was meant to do (tests/apps/soak_producer.py):
+
+    sent  <task id> <kind>
+
 The verdict counts from these, never from the broker's queue counts:
 
     lost        confirmed (or otherwise known to be queued), but never completed
@@ -147,6 +152,15 @@ class Ledger:
             elif parts[0] == "done" and len(parts) == 5:
                 dones.append(Done(parts[1], int(parts[2]), int(parts[3]), float(parts[4])))
         return runs, dones
+
+    def published(self) -> dict[str, str]:
+        """Task ids a producer process confirmed (``sent`` lines), with their kind."""
+        found: dict[str, str] = {}
+        for line in self.path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "sent":
+                found[parts[1]] = parts[2]
+        return found
 
     def completed(self) -> Counter[str]:
         return Counter(d.task_id for d in self.read()[1])

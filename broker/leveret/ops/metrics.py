@@ -12,6 +12,8 @@ children cost per task.
     from leveret.ops.metrics import Metrics
     metrics = Metrics().install(app)        # before the worker starts
     metrics.watch(worker)                   # in-progress, ready, reconnects
+    # installed or watching, it also reports the process's memory, open files and
+    # event-loop tasks (leveret.ops.resources)
     body = metrics.render()                 # text exposition for /metrics
 """
 
@@ -34,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from leveret.middleware import Middleware, Outcome
+from leveret.ops.resources import ProcessResources
 from leveret.task import TaskContext
 
 if TYPE_CHECKING:
@@ -182,6 +185,7 @@ class Metrics(Middleware):
         if self._state is None:
             self._state = _WorkerState(app, None)
             self.registry.register(self._state)
+            self.registry.register(ProcessResources())
         return self
 
     def watch(self, worker: Worker) -> Metrics:
@@ -189,6 +193,7 @@ class Metrics(Middleware):
         if self._state is None:
             self._state = _WorkerState(worker.app, worker)
             self.registry.register(self._state)
+            self.registry.register(ProcessResources())
         else:
             self._state.worker = worker
         for queue in worker.queues:

@@ -8,11 +8,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
+from leveret.app import App
 from leveret.cli.common import add_app_argument, env_default, load_app
 from leveret.errors import ConfigError
+from leveret.scheduler import Schedules
+from leveret.scheduler.schedules import schedules_of
 
 
 def register(commands: Any) -> None:
@@ -61,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     }
     settings = DashboardSettings(**{k: v for k, v in given.items() if v is not None})
     app = load_app(args.app)
+    schedules = _schedules(args.app, app)
     logging.getLogger("leveret.dashboard").info(
         "dashboard of %s on http://%s:%d/ (%s)",
         args.app,
@@ -73,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         else "changes off: no credentials configured",
     )
     config = uvicorn.Config(
-        create_app(app, settings),
+        create_app(app, settings, schedules),
         host=settings.host,
         port=settings.port,
         log_level="warning",
@@ -81,6 +86,17 @@ def run(args: argparse.Namespace) -> int:
     )
     _server_class()(config).run()
     return 0
+
+
+def _schedules(spec: str, app: App) -> Schedules | None:
+    """The app's ``Schedules``, when the module that holds the app declares one."""
+    found = schedules_of(sys.modules[spec.partition(":")[0]], app)
+    if len(found) > 1:
+        raise ConfigError(
+            f"{spec!r}: its module holds {len(found)} Schedules objects for the app; "
+            "keep one, so the Schedules page shows them all"
+        )
+    return found[0] if found else None
 
 
 def _server_class() -> type[Any]:

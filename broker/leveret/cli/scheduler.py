@@ -22,6 +22,8 @@ from leveret.ops import logs
 from leveret.ops import sentry as sentry_setup
 from leveret.ops.health import TEXT, HealthServer, Response, Route
 from leveret.scheduler import Scheduler, Schedules, Status, read_status, run_now
+from leveret.scheduler.control import overview
+from leveret.scheduler.schedules import schedules_of
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ def load_schedules(spec: str | None) -> Schedules:
         return target
     if not isinstance(target, App):
         raise ConfigError(f"{spec!r} is neither an App nor Schedules ({type(target).__name__})")
-    found = [v for v in vars(module).values() if isinstance(v, Schedules) and v.app is target]
+    found = schedules_of(module, target)
     if len(found) != 1:
         why = "no Schedules" if not found else f"{len(found)} Schedules objects"
         raise ConfigError(
@@ -183,16 +185,14 @@ def run_list(args: argparse.Namespace) -> int:
     table = Table(title=None, show_edge=False)
     for column in ("schedule", "task", "when", "missed", "last fired slot", "next"):
         table.add_column(column)
-    for schedule in schedules:
-        last = status.through.get(schedule.name)
-        upcoming = status.next.get(schedule.name) or schedule.timing.after(now)
+    for row in overview(schedules, status, now):
         table.add_row(
-            schedule.name,
-            schedule.task.name,
-            schedule.describe(),
-            schedule.missed.describe(),
-            last.isoformat() if last else "-",
-            upcoming.isoformat(),
+            row.name,
+            row.task,
+            row.when,
+            row.missed,
+            row.last.isoformat() if row.last else "-",
+            row.next.isoformat(),
         )
     out.print(table)
     if status.leader:

@@ -36,9 +36,11 @@ from leveret.dashboard import render, security
 from leveret.dashboard.groups import Cause, CauseFilter, GroupIndex
 from leveret.dashboard.jobs import Jobs
 from leveret.dashboard.queues import QueueWatcher
+from leveret.dashboard.schedules import read_board
 from leveret.dashboard.settings import DashboardSettings
 from leveret.deadletter import DeadLetters
 from leveret.errors import LeveretError
+from leveret.scheduler import Schedules
 
 HERE = Path(__file__).parent
 log = logging.getLogger("leveret.dashboard")
@@ -47,8 +49,11 @@ log = logging.getLogger("leveret.dashboard")
 class Dashboard:
     """What the routes share: the app, the dead-letter operations, groups and jobs."""
 
-    def __init__(self, app: App, settings: DashboardSettings) -> None:
+    def __init__(
+        self, app: App, settings: DashboardSettings, schedules: Schedules | None = None
+    ) -> None:
         self.app = app
+        self.schedules = schedules if schedules is not None and len(schedules) else None
         self.settings = settings
         self.dead = DeadLetters(app)
         self.index = GroupIndex(
@@ -97,6 +102,7 @@ class Dashboard:
             "can_change": self.settings.can_change,
             "read_only": self.settings.read_only,
             "running": self.jobs.running,
+            "has_schedules": self.schedules is not None,
         }
         response = self.templates.TemplateResponse(request, template, context, status_code=status)
         if security.CSRF_COOKIE not in request.cookies:
@@ -140,6 +146,10 @@ class Dashboard:
     async def queues_page(self, request: Request) -> Response:
         report = await self.queues.read()
         return self.page(request, "queues.html", {"report": report})
+
+    async def schedules_page(self, request: Request) -> Response:
+        board = None if self.schedules is None else await read_board(self.schedules)
+        return self.page(request, "schedules.html", {"board": board})
 
     async def groups_page(self, request: Request) -> Response:
         data = {"snapshot": self.index.snapshot, "scanning": self.index.scanning}
@@ -281,6 +291,7 @@ class Dashboard:
             Route("/healthz", self.health),
             Route("/login", self.login),
             Route("/queues", self.queues_page),
+            Route("/schedules", self.schedules_page),
             Route("/dead-letters", self.groups_page),
             Route("/dead-letters/groups/{key}", self.group_page),
             Route("/dead-letters/groups/{key}/letters", self.group_letters),
@@ -348,6 +359,9 @@ async def _options(request: Request) -> dict[str, Any] | str:
     return options
 
 
-def create_app(app: App, settings: DashboardSettings | None = None) -> Starlette:
-    """The dashboard of ``app`` as an ASGI application (serve it with uvicorn)."""
-    return Dashboard(app, settings or DashboardSettings()).asgi()
+def create_app(
+    app: App, settings: DashboardSettings | None = None, schedules: Schedules | None = None
+) -> Starlette:
+    """The dashboard of ``app`` as an ASGI application (serve it with uvicorn); with
+    ``schedules`` (of the same app) it shows a Schedules page too."""
+    return Dashboard(app, settings or DashboardSettings(), schedules).asgi()

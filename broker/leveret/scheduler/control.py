@@ -28,6 +28,44 @@ class Status:
     next: dict[str, datetime] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Row:
+    """One schedule as an operator sees it: when, the last slot fired, the next."""
+
+    name: str
+    task: str
+    when: str
+    missed: str
+    last: datetime | None
+    next: datetime
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "task": self.task,
+            "when": self.when,
+            "missed": self.missed,
+            "last": self.last.isoformat() if self.last else None,
+            "next": self.next.isoformat(),
+        }
+
+
+def overview(schedules: Schedules, status: Status, now: datetime) -> list[Row]:
+    """Each schedule with its last fired slot and next fire time: the leader's word for
+    the next when it has written one, else the timing's own."""
+    return [
+        Row(
+            name=schedule.name,
+            task=schedule.task.name,
+            when=schedule.describe(),
+            missed=schedule.missed.describe(),
+            last=status.through.get(schedule.name),
+            next=status.next.get(schedule.name) or schedule.timing.after(now),
+        )
+        for schedule in schedules
+    ]
+
+
 async def read_status(schedules: Schedules) -> Status:
     app = schedules.app
     namespace = app.settings.namespace

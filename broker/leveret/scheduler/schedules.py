@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -127,6 +128,12 @@ class Schedules:
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
+
+
+def schedules_of(module: ModuleType, app: App) -> list[Schedules]:
+    """The ``Schedules`` of ``app`` that ``module`` holds at its top level: how the
+    command line finds the schedules of an app it was given as ``MODULE:APP``."""
+    return [v for v in vars(module).values() if isinstance(v, Schedules) and v.app is app]
 
 
 def _seconds(value: timedelta | float) -> timedelta:

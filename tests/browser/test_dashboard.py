@@ -28,6 +28,10 @@ COUNT = 2000
 OTHERS = 20
 RATE = 500  # a second: the replay takes about 4 s, long enough to watch it move
 
+# A preview scans the group's letters; on a loaded machine that takes longer than
+# playwright's 5 s default for assertions.
+expect.set_options(timeout=PATIENCE * 1000)
+
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:

@@ -59,7 +59,9 @@ async def test_one_json_event_per_task_outcome(
         assert event["duration_ms"] >= 0
         assert event["logger"] == "leveret.task"
     assert outcomes[ids["ok2"]]["task"] == "ops.slow"
-    assert outcomes[ids["ok2"]]["duration_ms"] >= 50
+    # uvloop's timers run on a millisecond clock read once per loop turn, so a 50 ms
+    # sleep may measure a little shorter on the real clock.
+    assert outcomes[ids["ok2"]]["duration_ms"] >= 45
     failed = outcomes[ids["fail"]]
     assert failed["outcome"] == "failed-permanently"
     assert failed["level"] == "warning"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -59,7 +60,15 @@ class HealthServer:
             self._server = await asyncio.start_server(
                 self._handle, self.host, self.port, reuse_address=True
             )
-        self.port = self._server.sockets[0].getsockname()[1]
+        listening = [s for s in self._server.sockets if s is not None]
+        if not listening:
+            # uvloop reports a lost bind race (two processes binding one port with
+            # SO_REUSEADDR, the other listening first) as a server without a socket
+            # instead of raising as asyncio does.
+            self._server.close()
+            self._server = None
+            raise OSError(errno.EADDRINUSE, "address already in use")
+        self.port = listening[0].getsockname()[1]
         return self
 
     async def close(self) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import aiormq
 
 from bench import apps, probe
+from bench.sentry_sink import SentrySink
 from leveret import App, Task
 from leveret.amqp.topology import Names
 
@@ -72,6 +73,8 @@ class Harness:
     _serial: int = 0
     #: Figures one scenario measured that another reuses (the 1-worker drain).
     cache: dict[str, Any] = field(default_factory=dict)
+    #: Where workers with observability on send their Sentry envelopes.
+    sentry: SentrySink = field(default_factory=SentrySink)
 
     def __post_init__(self) -> None:
         self.names = Names(self.namespace)
@@ -84,6 +87,7 @@ class Harness:
     async def start(self) -> dict[str, Any]:
         """Declare the topology; return the broker's server properties."""
         await self.app.declare(QUEUES)
+        await self.sentry.start()
         self._conn = await aiormq.connect(self.url)
         self._channel = await self._conn.channel(publisher_confirms=True)
         props = dict(self._conn.server_properties)
@@ -93,6 +97,7 @@ class Harness:
         """Delete everything declared under the namespace."""
         with contextlib.suppress(Exception):
             await self.app.close()
+        await self.sentry.close()
         ch, n = self._channel, self.names
         for queue in QUEUES:
             await ch.queue_delete(n.work_queue(queue))
@@ -145,6 +150,7 @@ class Harness:
             "BENCH_SLOT": str(slot),
             "BENCH_OUT": str(out),
             "BENCH_GATE": str(self.tmp / "gate"),
+            "BENCH_SENTRY_DSN": self.sentry.dsn,
             **(env or {}),
         }
         if kind == "leveret":

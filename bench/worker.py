@@ -3,7 +3,7 @@
 Like ``leveret worker bench.apps:app --queues QUEUE``, minus what the command adds
 around the worker (health server, default middleware), so that every figure measures
 the engine itself. ``--observe`` adds the metrics, JSON logs and Sentry (traces
-sampled, events to a closed port on 127.0.0.1) that a production worker runs with.
+sampled, envelopes to the harness's stand-in for Sentry) that a production worker runs with.
 It runs on asyncio's own loop unless ``BENCH_LOOP`` names another (``uvloop``), so that
 every other figure compares like with like across revisions.
 """
@@ -22,7 +22,7 @@ from bench.apps import app
 from leveret import Worker
 from leveret.ops import loops
 
-#: Where Sentry sends envelopes in the bench: a port nothing listens on, on this host.
+#: Where Sentry sends envelopes when the harness gives no sink: a closed port here.
 SENTRY_DSN = "http://bench@127.0.0.1:9/1"
 #: Traces sample rate with ``--observe`` (``BENCH_SENTRY_TRACES`` overrides it).
 SENTRY_TRACES = 0.01
@@ -53,7 +53,8 @@ def observe(worker: Worker) -> None:
     sentry: Any = importlib.import_module("leveret.ops.sentry")
     logs.configure("INFO", "json")
     traces = float(os.environ.get("BENCH_SENTRY_TRACES", SENTRY_TRACES))
-    if sentry.setup(SENTRY_DSN, traces_sample_rate=traces):
+    dsn = os.environ.get("BENCH_SENTRY_DSN", SENTRY_DSN)
+    if sentry.setup(dsn, traces_sample_rate=traces):
         worker.app.middleware.append(sentry.SentryMiddleware())
     worker.app.middleware.append(logs.TaskLog())
     installed = metrics.Metrics().install(worker.app)

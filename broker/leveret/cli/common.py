@@ -41,6 +41,31 @@ def add_app_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_health_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--health-port`` and ``--health-host``: where /livez, /readyz and /metrics listen."""
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=env_default("health_port", 8000),
+        help="port of /livez, /readyz and /metrics (env LEVERET_HEALTH_PORT, default 8000; "
+        "0 disables them)",
+    )
+    parser.add_argument(
+        "--health-host",
+        default=env_default("health_host", "0.0.0.0"),
+        help="address the health endpoints listen on (default 0.0.0.0)",
+    )
+
+
+def add_log_format_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        default=env_default("log_format", "auto"),
+        help="json, text, or auto: text on a terminal, json otherwise (default auto)",
+    )
+
+
 def load_app(spec: str | None) -> App:
     """Import ``module:attribute`` and check that it is an App."""
     if not spec:

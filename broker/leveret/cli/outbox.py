@@ -10,10 +10,17 @@ import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from leveret.cli.common import add_app_argument, env_default, load_app, out
+from leveret.cli.common import (
+    add_app_argument,
+    add_health_arguments,
+    add_log_format_argument,
+    env_default,
+    load_app,
+    out,
+)
 from leveret.errors import ConfigError
 from leveret.ops import logs
-from leveret.ops.health import TEXT, HealthServer, Response, Route
+from leveret.ops.health import TEXT, HealthServer, Response, Route, start_or_warn
 
 if TYPE_CHECKING:
     from leveret.outbox import Relay, RelayMetrics
@@ -62,24 +69,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="hours sent rows are kept before they are deleted "
         "(env LEVERET_OUTBOX_RETENTION, default 24; 0 deletes them at the next cleanup)",
     )
-    relay.add_argument(
-        "--health-port",
-        type=int,
-        default=env_default("health_port", 8000),
-        help="port of /livez, /readyz and /metrics (env LEVERET_HEALTH_PORT, default "
-        "8000; 0 disables them)",
-    )
-    relay.add_argument(
-        "--health-host",
-        default=env_default("health_host", "0.0.0.0"),
-        help="address the health endpoints listen on (default 0.0.0.0)",
-    )
-    relay.add_argument(
-        "--log-format",
-        choices=("auto", "json", "text"),
-        default=env_default("log_format", "auto"),
-        help="json, text, or auto: text on a terminal, json otherwise (default auto)",
-    )
+    add_health_arguments(relay)
+    add_log_format_argument(relay)
     relay.set_defaults(run=run_relay)
 
 
@@ -175,17 +166,7 @@ async def _serve(relay: Relay, health: HealthServer | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, relay.request_stop)
-    if health is not None:
-        try:
-            await health.start()
-            log.info("health endpoints on port %d: /livez /readyz /metrics", health.port)
-        except OSError as exc:
-            log.warning(
-                "health endpoints disabled: cannot listen on port %d (%s)",
-                health.port,
-                exc.strerror or exc,
-            )
-            health = None
+    health = await start_or_warn(health)
     try:
         await relay.run()
     finally:

@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from rich.table import Table
 
 from leveret.app import App
-from leveret.cli.common import env_default, out
+from leveret.cli.common import add_health_arguments, add_log_format_argument, env_default, out
 from leveret.errors import ConfigError
 from leveret.ops import logs
 from leveret.ops import sentry as sentry_setup
-from leveret.ops.health import TEXT, HealthServer, Response, Route
+from leveret.ops.health import TEXT, HealthServer, Response, Route, start_or_warn
 from leveret.scheduler import Scheduler, Schedules, Status, read_status, run_now
 from leveret.scheduler.control import overview
 from leveret.scheduler.schedules import schedules_of
@@ -33,17 +33,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "scheduler", help="fire the app's schedules (run several: one leads, the rest stand by)"
     )
     _add_target(run)
-    run.add_argument(
-        "--health-port",
-        type=int,
-        default=env_default("health_port", 8000),
-        help="port of /livez, /readyz and /metrics (default 8000; 0 disables them)",
-    )
-    run.add_argument(
-        "--health-host",
-        default=env_default("health_host", "0.0.0.0"),
-        help="address the health endpoints listen on (default 0.0.0.0)",
-    )
+    add_health_arguments(run)
     run.add_argument(
         "--queue-type",
         choices=("classic", "quorum"),
@@ -51,12 +41,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="type of the lease queue that holds the last fired slots; quorum in a "
         "cluster (env LEVERET_SCHEDULER_QUEUE_TYPE, default classic; fixed once declared)",
     )
-    run.add_argument(
-        "--log-format",
-        choices=("auto", "json", "text"),
-        default=env_default("log_format", "auto"),
-        help="json, text, or auto: text on a terminal, json otherwise (default auto)",
-    )
+    add_log_format_argument(run)
     run.add_argument(
         "--sentry-dsn",
         default=env_default("sentry_dsn", None),
@@ -163,12 +148,7 @@ async def _serve(scheduler: Scheduler, health: HealthServer | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, scheduler.request_stop)
-    if health is not None:
-        try:
-            await health.start()
-        except OSError as exc:
-            log.warning("health endpoints disabled: port %d: %s", health.port, exc)
-            health = None
+    health = await start_or_warn(health)
     try:
         await scheduler.run()
     finally:

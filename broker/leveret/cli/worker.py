@@ -11,12 +11,19 @@ import signal
 import threading
 import time
 
-from leveret.cli.common import add_app_argument, console, env_default, load_app
+from leveret.cli.common import (
+    add_app_argument,
+    add_health_arguments,
+    add_log_format_argument,
+    console,
+    env_default,
+    load_app,
+)
 from leveret.errors import ConfigError
 from leveret.middleware import Middleware
 from leveret.ops import logs, loops
 from leveret.ops import sentry as sentry_setup
-from leveret.ops.health import HealthServer, worker_routes
+from leveret.ops.health import HealthServer, start_or_warn, worker_routes
 from leveret.ops.metrics import Metrics
 from leveret.worker import Worker
 
@@ -55,17 +62,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="seconds running tasks get to finish on SIGTERM; keep Kubernetes' "
         "terminationGracePeriodSeconds above it (default 30)",
     )
-    worker.add_argument(
-        "--health-port",
-        type=int,
-        default=env_default("health_port", 8000),
-        help="port of /livez, /readyz and /metrics (default 8000; 0 disables them)",
-    )
-    worker.add_argument(
-        "--health-host",
-        default=env_default("health_host", "0.0.0.0"),
-        help="address the health endpoints listen on (default 0.0.0.0)",
-    )
+    add_health_arguments(worker)
     worker.add_argument(
         "--loop",
         choices=loops.LOOPS,
@@ -73,12 +70,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="event loop: uvloop, asyncio, or auto: uvloop where it is installed "
         "(pip install 'leveret[uvloop]'), else asyncio (default auto)",
     )
-    worker.add_argument(
-        "--log-format",
-        choices=("auto", "json", "text"),
-        default=env_default("log_format", "auto"),
-        help="json, text, or auto: text on a terminal, json otherwise (default auto)",
-    )
+    add_log_format_argument(worker)
     worker.add_argument(
         "--sentry-dsn",
         default=env_default("sentry_dsn", None),
@@ -184,18 +176,7 @@ async def serve(
     log.info("event loop: %s", loops.describe(loop))
     if early is not None and early.received is not None:
         on_signal(early.received)
-    if health is not None:
-        try:
-            await health.start()
-            log.info("health endpoints on port %d: /livez /readyz /metrics", health.port)
-        except OSError as exc:
-            log.warning(
-                "health endpoints disabled: cannot listen on port %d (%s); give each worker "
-                "on this host its own --health-port, or 0 to turn them off",
-                health.port,
-                exc.strerror or exc,
-            )
-            health = None
+    health = await start_or_warn(health)
     orphan_watch = _watch_parent(worker)
     try:
         await worker.run()

@@ -35,6 +35,25 @@ MAX_HEAD = 8192
 READ_TIMEOUT = 5.0
 
 
+async def start_or_warn(health: HealthServer | None) -> HealthServer | None:
+    """Start ``health``; a port already taken turns the endpoints off with a warning
+    instead of stopping the process: the work matters more than its probes."""
+    if health is None:
+        return None
+    try:
+        await health.start()
+    except OSError as exc:
+        log.warning(
+            "health endpoints disabled: cannot listen on port %d (%s); give each process "
+            "on this host its own --health-port, or 0 to turn them off",
+            health.port,
+            exc.strerror or exc,
+        )
+        return None
+    log.info("health endpoints on port %d: /livez /readyz /metrics", health.port)
+    return health
+
+
 class HealthServer:
     """Serves a few GET routes; everything else is a 404."""
 

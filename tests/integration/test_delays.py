@@ -43,8 +43,11 @@ async def test_two_thousand_random_delays_arrive_none_early(make_app) -> None:  
 
     lateness = sorted(arrivals.values())
     assert lateness[0] >= 0, f"a message arrived {-lateness[0]:.3f} s early"
-    # Held behind a longer delay, a message would be up to 10 s late.
-    assert lateness[-1] < 5.0, "nothing is held behind a longer delay"
+    # Held behind longer delays, messages would be seconds late as a rule (up to 10 s);
+    # a busy machine makes a few late by seconds too, so the rule is on the median.
+    median = lateness[len(lateness) // 2]
+    assert median < 1.0, f"median lateness {median:.2f} s: messages wait behind longer delays"
+    assert lateness[-1] < 10.0, "nothing waits a whole longer delay"
 
 
 async def test_a_short_delay_overtakes_a_long_one(make_app) -> None:  # type: ignore[no-untyped-def]

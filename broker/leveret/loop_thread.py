@@ -70,6 +70,8 @@ class LoopThread(Generic[S]):
                 f"{self.name}: a blocking send was called from its own event-loop thread, "
                 "where it would wait for itself; use the App's async send there"
             )
+        # The task runs in a copy of this thread's context (call_soon_threadsafe copies
+        # it here): a request's trace is what the send continues.
         future = asyncio.run_coroutine_threadsafe(work(resource), loop)
         self._calls.add(future)
         future.add_done_callback(self._calls.discard)

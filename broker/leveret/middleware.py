@@ -18,6 +18,9 @@ hook                                               runs
                                                    headers here (trace context)
 ``after_send(task_name, queue, task_id, size,      a send ended: confirmed if ``error`` is
 error)``                                           None, else not sent
+``before_store(task_name, queue, headers)``        a task is written to be sent later (the
+                                                   outbox); add the context its send and
+                                                   its run should continue (trace context)
 =================================================  ==========================================
 """
 
@@ -72,6 +75,10 @@ class Middleware:
         self, task_name: str, queue: str, task_id: str, size: int, error: BaseException | None
     ) -> None:
         """A send ended: confirmed by the broker if ``error`` is None, else not sent."""
+
+    def before_store(self, task_name: str, queue: str, headers: dict[str, Any]) -> None:
+        """A task is written to be sent later, by another process (the outbox relay):
+        add to its headers the context that send and the task's run should continue."""
 
 
 class Emitter:
@@ -133,3 +140,10 @@ class Emitter:
                 mw.after_send(task_name, queue, task_id, size, error)
             except Exception:
                 self._failed(mw, "after_send")
+
+    def before_store(self, task_name: str, queue: str, headers: dict[str, Any]) -> None:
+        for mw in self.middleware:
+            try:
+                mw.before_store(task_name, queue, headers)
+            except Exception:
+                self._failed(mw, "before_store")

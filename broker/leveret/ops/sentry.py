@@ -9,7 +9,8 @@ recovers on the second attempt is not an incident.
 
 On the producer, ``before_send`` opens a ``queue.publish`` span and writes the
 ``sentry-trace`` and ``baggage`` headers into the message, so the task's transaction
-joins the request that sent it. Add the middleware to the App of any service that
+joins the request that sent it; an outbox row keeps them from ``add`` to the relay's
+publish. Add the middleware to the App of any service that
 sends tasks::
 
     sentry_sdk.init(dsn=..., traces_sample_rate=0.1)
@@ -146,14 +147,10 @@ class SentryMiddleware(Middleware):
         if not sentry_sdk.get_client().is_active():
             return
         parent = sentry_sdk.get_current_span()
-        if parent is None:
-            # No transaction here: still carry the trace id, so the task's errors and
-            # transaction share this process's trace.
-            traceparent, baggage = sentry_sdk.get_traceparent(), sentry_sdk.get_baggage()
-            if traceparent:
-                headers.setdefault("sentry-trace", traceparent)
-            if baggage:
-                headers.setdefault("baggage", baggage)
+        if parent is None or "sentry-trace" in headers:
+            # No transaction here, or the message already belongs to a trace (an outbox
+            # row keeps the request's): carry this process's trace only if it has none.
+            self.before_store(task_name, queue, headers)
             return
         span = parent.start_child(op=OP.QUEUE_PUBLISH, name=task_name, origin=ORIGIN)
         span.set_data(SPANDATA.MESSAGING_SYSTEM, SYSTEM)
@@ -161,6 +158,16 @@ class SentryMiddleware(Middleware):
         for key, value in span.iter_headers():
             headers.setdefault(key, value)
         _publishing.set(span)
+
+    def before_store(self, task_name: str, queue: str, headers: dict[str, Any]) -> None:
+        """The current trace, so that the task's errors and transaction join it."""
+        if not sentry_sdk.get_client().is_active():
+            return
+        traceparent, baggage = sentry_sdk.get_traceparent(), sentry_sdk.get_baggage()
+        if traceparent:
+            headers.setdefault("sentry-trace", traceparent)
+        if baggage:
+            headers.setdefault("baggage", baggage)
 
     def after_send(
         self, task_name: str, queue: str, task_id: str, size: int, error: BaseException | None

@@ -69,13 +69,26 @@ class OpenTelemetryMiddleware(Middleware):
     def before_send(self, task_name: str, queue: str, headers: dict[str, Any]) -> None:
         attributes = self._attributes(queue, "publish", "send")
         attributes["leveret.task.name"] = task_name
+        # A message that already carries a trace context (an outbox row, written inside
+        # a request) is published as part of that trace, not of the relay's.
+        stored = {k: v for k in ("traceparent", "tracestate") if (v := _text(headers, k))}
         span = self.tracer.start_span(
-            f"publish {self.exchange}", kind=SpanKind.PRODUCER, attributes=attributes
+            f"publish {self.exchange}",
+            context=propagate.extract(stored) if stored else None,
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
         )
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
         headers.update(carrier)
         _publishing.set(span)
+
+    def before_store(self, task_name: str, queue: str, headers: dict[str, Any]) -> None:
+        """The current trace context, which the relay's publish span continues."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        for key, value in carrier.items():
+            headers.setdefault(key, value)
 
     def after_send(
         self, task_name: str, queue: str, task_id: str, size: int, error: BaseException | None

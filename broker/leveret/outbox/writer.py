@@ -70,13 +70,18 @@ class Outbox:
         if seconds:
             sender.delay_units(seconds)
             deliver_at = at if at is not None else datetime.now(tz=UTC) + timedelta(seconds=seconds)
+        headers = sender.headers()
+        emitter = self.app.emitter
+        if emitter:
+            # The relay publishes later, elsewhere: keep the trace this add belongs to.
+            emitter.before_store(task.name, task.queue, headers)
         return {
             "task_id": task_id or uuid.uuid4().hex,
             "task": task.name,
             "queue": task.queue,
             "body": body,
             "priority": prio,
-            "headers": json.dumps(sender.headers()),
+            "headers": json.dumps(headers),
             "deliver_at": deliver_at,
         }
 

@@ -31,7 +31,13 @@ class DashboardSettings(BaseSettings):
     management_url: str | None = Field(
         default=None,
         description="RabbitMQ management API, e.g. http://guest:guest@localhost:15672; "
-        "unset: derived from the AMQP URL (port 15672) and tried once.",
+        "unset: derived from the AMQP URL (port 15672).",
+    )
+    management_retry_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="After the management API failed, the queues page reads AMQP for "
+        "this long before asking the API again (each try may wait up to 2 s).",
     )
     scan_limit: int = Field(
         default=200_000,

@@ -60,7 +60,7 @@ class Dashboard:
             self.dead, scan_limit=settings.scan_limit, every=settings.rescan_seconds
         )
         self.jobs = Jobs(self.dead, self.index)
-        self.queues = QueueWatcher(app, settings.management_url)
+        self.queues = QueueWatcher(app, settings.management_url, settings.management_retry_seconds)
         self.templates = Jinja2Templates(directory=HERE / "templates")
         render.install(self.templates.env)
         self._index_task: asyncio.Task[None] | None = None

@@ -61,8 +61,8 @@ NO_HEAD_TIMESTAMP = {
     "stream": "RabbitMQ gives the age of the oldest message for classic queues only",
 }
 UNTIMED_HEAD = (
-    "the next message carries no timestamp property (leveret sets one; another "
-    "producer may not), so its age is unknown"
+    "the API gives no timestamp for the next message: it carries no timestamp property "
+    "(leveret sets one, another producer may not), or this RabbitMQ does not report it"
 )
 NOT_LISTED = (
     "the management API has no figures for this queue yet (declared moments ago, its "

@@ -146,6 +146,16 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+# -- image -----------------------------------------------------------------------------
+
+
+def image_extras() -> frozenset[str]:
+    """The extras deploy/Dockerfile installs the project with (``pip install "/src[...]"``)."""
+    found = re.findall(r'pip install "/src\[([\w,-]+)\]"', (DEPLOY / "Dockerfile").read_text())
+    assert len(found) == 1, "deploy/Dockerfile installs the project once, with its extras"
+    return frozenset(found[0].split(","))
+
+
 # -- schemas ---------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 from leveret import App, InvalidArgument, PayloadInvalid, PayloadTooLarge, Task
 from leveret.amqp.topology import Names
 from leveret.ops.discovery import free_port
-from leveret.outbox import Outbox, OutboxSchemaError, Relay, migration_sql
+from leveret.outbox import Outbox, OutboxSchemaError, Relay, migrate, migration_sql
 from tests.apps.outbox_app import QUEUE, job
 from tests.support.amqp import ids_in
 from tests.support.models import Job, Sleep
@@ -383,3 +384,26 @@ async def test_the_relay_refuses_to_start_on_a_table_of_the_wrong_shape(
     assert done.returncode == 2
     assert f"the outbox table {schema}.absent does not exist" in done.stderr
     assert "leveret outbox migrate" in done.stderr
+
+
+def test_replicas_migrating_at_once_all_succeed(postgres_url: str, outbox_table: str) -> None:
+    """Pods that each migrate on start race on CREATE TABLE IF NOT EXISTS; none fails."""
+    table = f"{outbox_table.partition('.')[0]}.raced"
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def replica() -> None:
+        start.wait()
+        try:
+            migrate(postgres_url, table)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (table,)

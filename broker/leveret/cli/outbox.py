@@ -104,14 +104,9 @@ def run_migrate(args: argparse.Namespace) -> int:
     if args.print:
         sys.stdout.write(table.migration())
         return 0
-    import psycopg
+    from leveret.outbox.schema import migrate
 
-    from leveret.outbox.schema import SHAPE_QUERY, check_shape
-
-    with psycopg.connect(_dsn(args), connect_timeout=10) as conn:
-        conn.execute(table.migration())
-        rows = conn.execute(SHAPE_QUERY, (table.sql,)).fetchall()
-        check_shape(table, [(str(a), str(b), bool(c)) for a, b, c in rows])
+    migrate(_dsn(args), args.table)
     out.print(f"outbox table {table.display} is ready", highlight=False)
     return 0
 

@@ -9,14 +9,14 @@ published by a relay once committed.
         outbox.add(conn, send_receipt, Receipt(order_id=42))
     # committed: `leveret outbox relay --dsn DSN myservice.tasks:app` publishes it
 
-Create the table with ``leveret outbox migrate --dsn DSN`` or the SQL of
-``migration_sql()``. Needs the ``outbox`` extra (``pip install 'leveret[outbox]'``).
+Create the table with ``leveret outbox migrate --dsn DSN``, ``migrate(dsn)``, or the
+SQL of ``migration_sql()``. Needs the ``outbox`` extra (``pip install 'leveret[outbox]'``).
 """
 
 from leveret.errors import OutboxSchemaError
 from leveret.outbox.metrics import RelayMetrics
 from leveret.outbox.relay import Relay
-from leveret.outbox.schema import DEFAULT_TABLE, migration_sql
+from leveret.outbox.schema import DEFAULT_TABLE, migrate, migration_sql
 from leveret.outbox.writer import Outbox
 
 __all__ = [
@@ -25,5 +25,6 @@ __all__ = [
     "OutboxSchemaError",
     "Relay",
     "RelayMetrics",
+    "migrate",
     "migration_sql",
 ]

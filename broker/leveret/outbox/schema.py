@@ -106,6 +106,22 @@ def migration_sql(table: str = DEFAULT_TABLE) -> str:
     return Table.parse(table).migration()
 
 
+def migrate(dsn: str, table: str = DEFAULT_TABLE) -> None:
+    """Create the outbox table unless it exists, then check its shape; safe to run again,
+    and from several processes at once (replicas that each migrate on start)."""
+    import psycopg
+
+    parsed = Table.parse(table)
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        # Two CREATE TABLE IF NOT EXISTS at once: PostgreSQL lets one of them fail on
+        # its catalog's unique index. An advisory lock for the transaction makes them
+        # take turns.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"leveret {parsed.sql}",))
+        conn.execute(parsed.migration())
+        rows = conn.execute(SHAPE_QUERY, (parsed.sql,)).fetchall()
+        check_shape(parsed, [(str(a), str(b), bool(c)) for a, b, c in rows])
+
+
 #: Which columns a table has: name, ``format_type``, NOT NULL. ``to_regclass`` resolves
 #: the name as a query would (search_path included) and is NULL for a missing table.
 SHAPE_QUERY = """\

@@ -6,7 +6,6 @@ in tests/support/.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -15,7 +14,10 @@ import pytest
 
 from leveret import App
 from leveret.ops.discovery import Found, find_broker
+from tests.support import missing_service
 from tests.support.amqp import delete_namespace, fresh_namespace
+from tests.support.management import HOW_TO_GET_ONE as MANAGEMENT_HOW_TO
+from tests.support.management import WithManagement, find_management
 from tests.support.postgres import HOW_TO_GET_ONE, create_outbox, drop_schema, find_postgres
 from tests.support.workers import Spawn, start_worker, stop
 
@@ -86,10 +88,19 @@ def postgres_url() -> Iterator[str]:
     """A PostgreSQL to create schemas in; skips without one (fails under CI=true)."""
     found = find_postgres()
     if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(HOW_TO_GET_ONE)
-        pytest.skip(HOW_TO_GET_ONE)
+        missing_service(HOW_TO_GET_ONE)
     yield found.url
+    found.close()
+
+
+@pytest.fixture(scope="module")
+def management(amqp_url: str) -> Iterator[WithManagement]:
+    """A RabbitMQ with the management API (the suite's, or a node of the module's own);
+    skips without one (fails under CI=true)."""
+    found = find_management(amqp_url)
+    if found is None:
+        missing_service(MANAGEMENT_HOW_TO)
+    yield found
     found.close()
 
 

@@ -146,6 +146,16 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def budgets_of(docs: list[Doc], deployment: Doc) -> list[Doc]:
+    """The PodDisruptionBudgets whose selector takes the deployment's pods."""
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    return [
+        p
+        for p in of_kind(docs, "PodDisruptionBudget")
+        if matches(p["spec"]["selector"]["matchLabels"], labels)
+    ]
+
+
 # -- image -----------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from tests.deploy.support import (
     K8S,
     OVERLAYS,
     Doc,
+    budgets_of,
     config_map,
     container,
     environment,
@@ -157,12 +158,7 @@ def test_overlays_with_the_relay_render_valid(docs: list[Doc]) -> None:
 def test_two_relays_and_a_budget_that_never_blocks_a_drain(docs: list[Doc]) -> None:
     deployment = relay(docs)
     assert deployment["spec"]["replicas"] == 2
-    labels = deployment["spec"]["template"]["metadata"]["labels"]
-    budgets = [
-        p
-        for p in of_kind(docs, "PodDisruptionBudget")
-        if matches(p["spec"]["selector"]["matchLabels"], labels)
-    ]
+    budgets = budgets_of(docs, deployment)
     assert len(budgets) == 1
     # maxUnavailable, not minAvailable: still evictable when scaled to one relay for order.
     assert budgets[0]["spec"] == {

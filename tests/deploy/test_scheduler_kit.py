@@ -9,6 +9,7 @@ from tests.deploy import contract
 from tests.deploy.support import (
     OVERLAYS,
     Doc,
+    budgets_of,
     container,
     environment,
     matches,
@@ -32,12 +33,7 @@ def test_two_scheduler_replicas_with_a_disruption_budget(name: str) -> None:
     docs = overlay(name)
     (deployment,) = schedulers(docs)
     assert deployment["spec"]["replicas"] == 2
-    labels = deployment["spec"]["template"]["metadata"]["labels"]
-    budgets = [
-        p
-        for p in of_kind(docs, "PodDisruptionBudget")
-        if matches(p["spec"]["selector"]["matchLabels"], labels)
-    ]
+    budgets = budgets_of(docs, deployment)
     assert len(budgets) == 1
     assert budgets[0]["spec"]["minAvailable"] == 1
     assert not of_kind(docs, "ScaledObject") or all(

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,7 +26,7 @@ from leveret.ops.discovery import free_port
 from tests.apps import queues_app
 from tests.support.amqp import delete_namespace
 from tests.support.dashboard import serving
-from tests.support.management import HOW_TO_GET_ONE, WithManagement, find_management
+from tests.support.management import WithManagement
 from tests.support.models import Job
 from tests.support.waiting import wait_for
 
@@ -35,22 +34,11 @@ APP = "tests.apps.queues_app:app"
 READY, UNACKED, QUORUM_READY = 7, 3, 4
 
 
-@pytest.fixture(scope="module")
-def mgmt(amqp_url: str) -> Iterator[WithManagement]:
-    found = find_management(amqp_url)
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(HOW_TO_GET_ONE)
-        pytest.skip(HOW_TO_GET_ONE)
-    yield found
-    found.close()
-
-
 @pytest.fixture
-async def app(mgmt: WithManagement, namespace: str) -> AsyncIterator[App]:
+async def app(management: WithManagement, namespace: str) -> AsyncIterator[App]:
     """tests.apps.queues_app on the node with the API, under the test's namespace,
     declared; deleted afterwards."""
-    made = App(url=mgmt.amqp_url, namespace=namespace, app_id=queues_app.app.app_id)
+    made = App(url=management.amqp_url, namespace=namespace, app_id=queues_app.app.app_id)
     for spec in queues_app.app.queues.values():
         made.queue(spec.name, type=spec.type)
     for task in queues_app.app.contracts.values():
@@ -58,7 +46,7 @@ async def app(mgmt: WithManagement, namespace: str) -> AsyncIterator[App]:
     await made.declare()
     yield made
     await made.close()
-    await delete_namespace(mgmt.amqp_url, made.settings, made.queues)
+    await delete_namespace(management.amqp_url, made.settings, made.queues)
 
 
 @contextlib.asynccontextmanager
@@ -108,7 +96,7 @@ def cells(page: str, queue: str) -> dict[str, str]:
 
 
 async def test_the_page_shows_what_a_consumer_holds_and_how_old_the_next_message_is(
-    app: App, mgmt: WithManagement, namespace: str
+    app: App, management: WithManagement, namespace: str
 ) -> None:
     names = app.sender.names
     orders, ledger = names.work_queue("orders"), names.work_queue("ledger")
@@ -118,10 +106,10 @@ async def test_the_page_shows_what_a_consumer_holds_and_how_old_the_next_message
     await app.send_many(queues_app.entry, [Job(n=n) for n in range(QUORUM_READY)])
     await app.send(queues_app.order, Job(n=-1), delay=3600)  # parked in a delay level
 
-    args = ("--management-url", mgmt.management_url)
+    args = ("--management-url", management.management_url)
     async with (
-        holding(mgmt.amqp_url, orders, UNACKED),
-        serving(mgmt.amqp_url, namespace, APP, *args) as served,
+        holding(management.amqp_url, orders, UNACKED),
+        serving(management.amqp_url, namespace, APP, *args) as served,
         served.client() as client,
     ):
         latest: dict[str, Any] = {}
@@ -183,13 +171,13 @@ async def test_the_page_shows_what_a_consumer_holds_and_how_old_the_next_message
 
 
 async def test_wrong_credentials_fall_back_to_amqp_and_say_so(
-    app: App, mgmt: WithManagement, namespace: str
+    app: App, management: WithManagement, namespace: str
 ) -> None:
     await app.send_many(queues_app.order, [Job(n=n) for n in range(READY)])
-    user = urlsplit(mgmt.management_url).username or "guest"
-    wrong = moved(mgmt.management_url, password="not-the-password")
+    user = urlsplit(management.management_url).username or "guest"
+    wrong = moved(management.management_url, password="not-the-password")
     async with (
-        serving(mgmt.amqp_url, namespace, APP, "--management-url", wrong) as served,
+        serving(management.amqp_url, namespace, APP, "--management-url", wrong) as served,
         served.client() as client,
     ):
         found = await report(client)
@@ -243,16 +231,18 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def test_the_api_stopping_falls_back_and_its_return_is_noticed(
-    app: App, mgmt: WithManagement, namespace: str
+    app: App, management: WithManagement, namespace: str
 ) -> None:
-    api = urlsplit(mgmt.management_url)
+    api = urlsplit(management.management_url)
     forwarder = Forwarder(api.hostname or "127.0.0.1", api.port or 15672)
     await forwarder.start()
     env = {"LEVERET_DASHBOARD_MANAGEMENT_RETRY_SECONDS": "0.5"}
-    url = moved(mgmt.management_url, port=forwarder.port)
+    url = moved(management.management_url, port=forwarder.port)
     try:
         async with (
-            serving(mgmt.amqp_url, namespace, APP, "--management-url", url, env=env) as served,
+            serving(
+                management.amqp_url, namespace, APP, "--management-url", url, env=env
+            ) as served,
             served.client() as client,
         ):
             latest: dict[str, Any] = {}

@@ -3,10 +3,9 @@ broker is reported, and only it; without the API each such check says it was ski
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -17,28 +16,17 @@ from leveret.ops.discovery import free_port
 from leveret.priorities import PriorityIgnored
 from tests.apps import doctor_app
 from tests.support.amqp import admin_channel
-from tests.support.management import HOW_TO_GET_ONE, WithManagement, find_management
+from tests.support.management import WithManagement
 from tests.support.models import Job
 from tests.support.processes import cli
 
 
-@pytest.fixture(scope="module")
-def mgmt(amqp_url: str) -> Iterator[WithManagement]:
-    found = find_management(amqp_url)
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(HOW_TO_GET_ONE)
-        pytest.skip(HOW_TO_GET_ONE)
-    yield found
-    found.close()
-
-
 @pytest.fixture
-def app_on(make_app, mgmt: WithManagement) -> Callable[..., App]:  # type: ignore[no-untyped-def]
+def app_on(make_app, management: WithManagement) -> Callable[..., App]:  # type: ignore[no-untyped-def]
     """Apps on the broker whose management API the tests read (the test's namespace)."""
 
     def make(model: App = doctor_app.app, **overrides: object) -> App:
-        overrides.setdefault("url", mgmt.amqp_url)
+        overrides.setdefault("url", management.amqp_url)
         app: App = make_app(**overrides)
         for spec in model.queues.values():
             app.queue(spec.name, type=spec.type, priority_bands=spec.priority_bands)
@@ -54,15 +42,15 @@ def _subjects(findings: list[Finding]) -> list[tuple[str, str]]:
 
 
 async def test_a_healthy_setup_has_no_findings_and_skips_nothing(  # type: ignore[no-untyped-def]
-    app_on, mgmt: WithManagement, namespace: str
+    app_on, management: WithManagement, namespace: str
 ) -> None:
     app = app_on()
     await app.declare()
-    found = await examine(app, mgmt.management_url)
+    found = await examine(app, management.management_url)
     assert (found.findings, found.skipped) == ([], [])
 
     done = cli(
-        mgmt.amqp_url, namespace, "doctor", "--management-url", mgmt.management_url,
+        management.amqp_url, namespace, "doctor", "--management-url", management.management_url,
         "tests.apps.doctor_app:app",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -70,7 +58,7 @@ async def test_a_healthy_setup_has_no_findings_and_skips_nothing(  # type: ignor
     assert "skipped" not in done.stdout
 
 
-async def test_missing_bindings_are_named(app_on, mgmt: WithManagement) -> None:  # type: ignore[no-untyped-def]
+async def test_missing_bindings_are_named(app_on, management: WithManagement) -> None:  # type: ignore[no-untyped-def]
     app = app_on()
     await app.declare()
     names = app.sender.names
@@ -79,10 +67,10 @@ async def test_missing_bindings_are_named(app_on, mgmt: WithManagement) -> None:
     [(_, onward, _, key)] = [
         b for b in Topology(app.settings).bindings([]) if b[0] == level and b[2] == "exchange"
     ]
-    async with admin_channel(mgmt.amqp_url) as channel:
+    async with admin_channel(management.amqp_url) as channel:
         await channel.queue_unbind(work, names.tasks_exchange, routing_key="doc-classic")
         await channel.exchange_unbind(onward, level, routing_key=key)
-    found = await examine(app, mgmt.management_url)
+    found = await examine(app, management.management_url)
     assert _subjects(found.findings) == [
         ("bindings", f"exchange {names.delay_level(2)}"),
         ("bindings", f"queue {work}"),
@@ -90,18 +78,18 @@ async def test_missing_bindings_are_named(app_on, mgmt: WithManagement) -> None:
     assert "unroutable" in found.findings[1].problem
 
 
-async def test_policies_that_would_lose_dead_letters(app_on, mgmt: WithManagement) -> None:  # type: ignore[no-untyped-def]
+async def test_policies_that_would_lose_dead_letters(app_on, management: WithManagement) -> None:  # type: ignore[no-untyped-def]
     app = app_on()
     await app.declare()
     names = app.sender.names
     policy = f"doc-{uuid.uuid4().hex[:8]}"
     pattern = "^" + re.escape(names.dead_queue("doc-classic")) + "$"
     body = {"pattern": pattern, "definition": {"message-ttl": 60000, "max-length": 10}}
-    assert mgmt.call("PUT", "policies/" + mgmt.vhost_path(policy), body) in (201, 204)
+    assert management.call("PUT", "policies/" + management.vhost_path(policy), body) in (201, 204)
     try:
-        found = await examine(app, mgmt.management_url)
+        found = await examine(app, management.management_url)
     finally:
-        mgmt.call("DELETE", "policies/" + mgmt.vhost_path(policy))
+        management.call("DELETE", "policies/" + management.vhost_path(policy))
     subject = f"queue {names.dead_queue('doc-classic')}"
     assert _subjects(found.findings) == [("dead-letter policies", subject)] * 2
     problems = " ".join(f.problem for f in found.findings)
@@ -111,23 +99,26 @@ async def test_policies_that_would_lose_dead_letters(app_on, mgmt: WithManagemen
 
 
 async def test_missing_permissions_are_named_with_what_needs_them(  # type: ignore[no-untyped-def]
-    app_on, mgmt: WithManagement, namespace: str
+    app_on, management: WithManagement, namespace: str
 ) -> None:
     await app_on().declare()
     user = f"doc-{uuid.uuid4().hex[:8]}"
     body = {"password": "secret-pw", "tags": "monitoring"}
-    assert mgmt.call("PUT", "users/" + user, body) in (201, 204)
+    assert management.call("PUT", "users/" + user, body) in (201, 204)
     grants = {"configure": "^nothing-here$", "write": ".*", "read": f"^{namespace}\\.dlq\\."}
-    assert mgmt.call("PUT", "permissions/" + mgmt.vhost_path(user), grants) in (201, 204)
+    assert management.call("PUT", "permissions/" + management.vhost_path(user), grants) in (
+        201,
+        204,
+    )
     try:
-        port = mgmt.amqp_url.rsplit(":", 1)[1].strip("/")
+        port = management.amqp_url.rsplit(":", 1)[1].strip("/")
         restricted = app_on(url=f"amqp://{user}:secret-pw@127.0.0.1:{port}/")
-        found = await examine(restricted, mgmt.management_url.replace("://", f"://{user}:x@"))
+        found = await examine(restricted, management.management_url.replace("://", f"://{user}:x@"))
         assert [f.check for f in found.findings] == ["management"]  # wrong password
-        admin = mgmt.management_url.replace("://", "://guest:guest@")
+        admin = management.management_url.replace("://", "://guest:guest@")
         found = await examine(restricted, admin)  # the AMQP user's permissions, read by an admin
     finally:
-        mgmt.call("DELETE", "users/" + user)
+        management.call("DELETE", "users/" + user)
     assert _subjects(found.findings) == [("permissions", f"user {user}")] * 2
     configure, read = (f.problem for f in found.findings)
     assert configure.startswith("configure permission '^nothing-here$'")
@@ -137,7 +128,7 @@ async def test_missing_permissions_are_named_with_what_needs_them(  # type: igno
 
 
 async def test_a_per_queue_consumer_timeout_under_a_task_time_limit(  # type: ignore[no-untyped-def]
-    app_on, mgmt: WithManagement
+    app_on, management: WithManagement
 ) -> None:
     app = app_on(doctor_app.plain)
     slow = app.add(Task("doctor.slow", Job, queue="doc-plain"))
@@ -150,13 +141,13 @@ async def test_a_per_queue_consumer_timeout_under_a_task_time_limit(  # type: ig
     policy = f"doc-{uuid.uuid4().hex[:8]}"
     pattern = "^" + re.escape(app.sender.names.work_queue("doc-plain")) + "$"
     body = {"pattern": pattern, "definition": {"consumer-timeout": 60000}}
-    status = mgmt.call("PUT", "policies/" + mgmt.vhost_path(policy), body)
+    status = management.call("PUT", "policies/" + management.vhost_path(policy), body)
     if status == 400:
         pytest.skip("this RabbitMQ has no per-queue consumer-timeout policy (3.12 and later)")
     try:
-        found = await examine(app, mgmt.management_url)
+        found = await examine(app, management.management_url)
     finally:
-        mgmt.call("DELETE", "policies/" + mgmt.vhost_path(policy))
+        management.call("DELETE", "policies/" + management.vhost_path(policy))
     assert ("consumer timeout", "task doctor.slow") in _subjects(found.findings)
 
 

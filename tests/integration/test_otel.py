@@ -1,26 +1,32 @@
 """OpenTelemetry across two processes: this test sends, a ``leveret worker`` runs the
-tasks; each process exports its spans (the SDK's in-memory and console exporters)."""
+tasks; each process exports its spans (the SDK's in-memory and console exporters).
+A request's trace also reaches tasks sent from a sync thread, and through the outbox."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from leveret import App
+from leveret import App, Worker
 from leveret.otel import OpenTelemetryMiddleware
+from leveret.outbox import Outbox
 from tests.apps.otel_app import doomed, flaky, ok
+from tests.apps.outbox_app import job
 from tests.support.models import Job
+from tests.support.outbox import relaying
 from tests.support.waiting import wait_for
-from tests.support.workers import Spawn
+from tests.support.workers import Spawn, running
 
 
 @pytest.fixture
@@ -129,3 +135,79 @@ async def test_a_send_and_its_attempts_are_one_trace_across_processes(
     (event,) = [e for e in dead["events"] if e["name"] == "dead-lettered"]
     assert event["attributes"]["leveret.reason"] == "failed-permanently"
     assert event["attributes"]["exception.type"] == "Permanent"
+
+
+def kind(memory: InMemorySpanExporter, of: SpanKind) -> list[ReadableSpan]:
+    return [s for s in memory.get_finished_spans() if s.kind is of]
+
+
+async def test_a_sync_send_continues_the_callers_trace(
+    make_app: Callable[..., App], exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    tracer_provider, memory = exporter
+    app = make_app()
+    app.add(job)
+    OpenTelemetryMiddleware(tracer_provider).install(app)
+    await app.declare()
+    tracer = tracer_provider.get_tracer("test")
+
+    def view() -> str:
+        with tracer.start_as_current_span("request"):
+            return app.sync.send(job, Job(n=1))
+
+    try:
+        task_id = await asyncio.to_thread(view)
+    finally:
+        await asyncio.to_thread(app.sync.close)
+    (request,) = [s for s in memory.get_finished_spans() if s.name == "request"]
+    (send,) = kind(memory, SpanKind.PRODUCER)
+    assert send.attributes is not None
+    assert send.attributes["messaging.message.id"] == task_id
+    assert send.parent is not None, "the send ran outside the caller's context"
+    assert send.parent.span_id == request.context.span_id
+
+
+async def test_an_outbox_row_carries_the_request_trace_into_the_task(
+    make_app: Callable[..., App],
+    exporter: tuple[TracerProvider, InMemorySpanExporter],
+    postgres_url: str,
+    outbox_table: str,
+) -> None:
+    tracer_provider, memory = exporter
+    service, relay_app, worker_app = make_app(), make_app(), make_app()
+    for app in (service, relay_app, worker_app):
+        app.add(job)
+        OpenTelemetryMiddleware(tracer_provider).install(app)
+    ran: list[int] = []
+
+    @worker_app.handle(job)
+    async def handle(payload: Job) -> None:
+        ran.append(payload.n)
+
+    await worker_app.declare()
+    outbox = Outbox(service, table=outbox_table)
+    tracer = tracer_provider.get_tracer("test")
+
+    def request() -> str:
+        with tracer.start_as_current_span("checkout"), psycopg.connect(postgres_url) as conn:
+            return outbox.add(conn, job, Job(n=7))
+
+    task_id = await asyncio.to_thread(request)
+    (checkout,) = [s for s in memory.get_finished_spans() if s.name == "checkout"]
+    assert kind(memory, SpanKind.PRODUCER) == [], "adding a row is not a publish"
+
+    async with running(Worker(worker_app)), relaying(relay_app, postgres_url, outbox_table):
+        await wait_for(lambda: ran == [7], what="the task from the outbox ran")
+        await wait_for(lambda: len(kind(memory, SpanKind.CONSUMER)) == 1)
+
+    (publish,) = kind(memory, SpanKind.PRODUCER)
+    (process,) = kind(memory, SpanKind.CONSUMER)
+    assert publish.attributes is not None
+    assert publish.attributes["messaging.message.id"] == task_id
+    # request -> the relay's publish -> the task's attempt, one trace
+    assert publish.parent is not None
+    assert publish.parent.span_id == checkout.context.span_id
+    assert publish.context.trace_id == checkout.context.trace_id
+    assert process.parent is not None
+    assert process.parent.span_id == publish.context.span_id
+    assert process.context.trace_id == checkout.context.trace_id

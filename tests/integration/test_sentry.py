@@ -1,22 +1,28 @@
 """Sentry with a real client: an error event only when a task is dead-lettered, and a
-trace that runs from the request that sent a task into every attempt of it."""
+trace that runs from the request that sent a task into every attempt of it, also
+through an outbox row."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import sentry_sdk
 
 from leveret import App, RetryPolicy, Worker
 from leveret.ops.sentry import SentryMiddleware
+from leveret.outbox import Outbox
 from tests.apps.ops_app import fail
 from tests.apps.ops_sentry import Envelopes
+from tests.apps.outbox_app import job
 from tests.support.models import Job, Sleep
 from tests.support.ops import events, start_ops_worker
+from tests.support.outbox import rows
 from tests.support.waiting import wait_for
 from tests.support.workers import Spawn, running
 
@@ -151,3 +157,24 @@ async def test_worker_sentry_dsn_flag(
     assert event["tags"]["task.id"] == task_id
     assert event["tags"]["task.name"] == "ops.fail"
     assert event["exception"]["values"][-1]["type"] == "Permanent"
+
+
+async def test_an_outbox_row_keeps_the_sentry_trace_it_was_added_in(
+    make_app: Callable[..., App], ingest: Envelopes, postgres_url: str, outbox_table: str
+) -> None:
+    sentry_sdk.init(dsn=ingest.dsn, traces_sample_rate=1.0)
+    service = make_app(middleware=[SentryMiddleware()])
+    service.add(job)
+    outbox = Outbox(service, table=outbox_table)
+
+    def request() -> tuple[str, str]:
+        with sentry_sdk.start_transaction(name="checkout", op="http.server") as tx:
+            with psycopg.connect(postgres_url) as conn:
+                outbox.add(conn, job, Job(n=1))
+            return tx.trace_id, tx.span_id
+
+    trace_id, span_id = await asyncio.to_thread(request)
+    (row,) = await rows(postgres_url, outbox_table)
+    headers = row["headers"] if isinstance(row["headers"], dict) else json.loads(row["headers"])
+    assert headers["sentry-trace"].startswith(f"{trace_id}-{span_id}")
+    assert f"sentry-trace_id={trace_id}" in headers["baggage"]

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 
 from leveret.ops.discovery import free_port
-from tests.support import ROOT
+from tests.support import ROOT, missing_service
 from tests.support.processes import Output, leveret_command, leveret_env
 from tests.support.waiting import wait_for
 
@@ -104,7 +103,4 @@ def chromium() -> str:
     path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     if Path(path).exists():
         return path
-    message = "no Chromium: apt-get install -y chromium chromium-driver (or set CHROMIUM)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    missing_service("no Chromium: apt-get install -y chromium chromium-driver (or set CHROMIUM)")

@@ -18,14 +18,15 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from leveret.amqp import AMQPError
-from leveret.amqp.consume import Process, QueueConsumer, Settle
+from leveret.amqp.consume import CHANNEL_GONE, Process, QueueConsumer, Settle
 from leveret.amqp.types import Delivery
 
 log = logging.getLogger(__name__)
 
 #: Seconds between looks at the higher bands' depth while a lower band is paused.
 POLL = 0.2
+#: Seconds ``stop`` lets a look in progress finish before it cancels it.
+STOP_WAIT = 10.0
 
 
 class BandGate:
@@ -37,6 +38,7 @@ class BandGate:
         self._busy = dict.fromkeys(bands, 0)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wrap(self, band: str, process: Process) -> Process:
         """``process`` for ``band``'s consumer, telling the gate when work starts and ends."""
@@ -56,11 +58,23 @@ class BandGate:
 
     def start(self) -> None:
         if self._task is None or self._task.done():
+            self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        """Stop between two looks, never in the middle of one.
+
+        Cancelling a call on a consumer's channel makes aiormq close that channel, and
+        with it the acks of the deliveries still running there.
+        """
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), STOP_WAIT)
+        if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -73,10 +87,10 @@ class BandGate:
         return consumer is not None and consumer.subscribed and not consumer.paused
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._settle_bands()
-            except (AMQPError, TimeoutError, ConnectionError) as exc:
+            except CHANNEL_GONE as exc:
                 log.debug("priority bands: could not look at the queues (%s)", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL)

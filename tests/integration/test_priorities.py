@@ -7,10 +7,15 @@ queue given priorities warns at declare and at the first send.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from urllib.parse import urlsplit, urlunsplit
+
 import pytest
 
 from leveret import App, Task, Worker
 from leveret.priorities import PriorityIgnored
+from tests.faults.proxy import CHANNEL_CLOSE, FaultProxy, Upstream
 from tests.support.models import Job as Item
 from tests.support.waiting import wait_for
 from tests.support.workers import running
@@ -48,6 +53,40 @@ async def test_priority_bands_make_quorum_queues_strict(make_app, concurrency: i
     order = await _high_first(app, Task("prio.banded", Item, queue="banded"), concurrency)
     high_first = sum(n >= 1000 for n in order[:100])
     assert high_first >= 95, order[:110]
+
+
+async def test_a_slow_broker_costs_a_banded_worker_no_channel(make_app, amqp_url: str) -> None:  # type: ignore[no-untyped-def]
+    """The gate's look at a higher band's depth is a call on that band's consumer
+    channel. A call cancelled or timed out makes aiormq close its channel: an answer
+    slower than the gate waits for, or a stop during a look, must not."""
+    broker = urlsplit(amqp_url)
+    proxy = FaultProxy(Upstream(port=broker.port or 5672), name="proxy-bands").start()
+    try:
+        through = broker._replace(
+            netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}"
+        )
+        app: App = make_app(url=urlunsplit(through), heartbeat=60)
+        app.queue("banded", type="quorum", priority_bands=(5,))
+        app.handle(Task("prio.gated", Item, queue="banded"))(_nothing)
+        await app.declare()
+        worker = Worker(app, concurrency=4)
+        async with running(worker):
+            since = time.time()
+            proxy.blackhole()
+            await asyncio.sleep(6.5)  # longer than the gate waits for an answer (5 s)
+            proxy.blackhole(False)
+            await asyncio.sleep(1)
+            assert worker.ready
+            assert not proxy.seen(CHANNEL_CLOSE, since=since, direction="up")
+            proxy.blackhole()  # the stop comes in the middle of a look, and still drains
+            asyncio.get_running_loop().call_later(1.0, proxy.blackhole, False)
+        await app.close()
+    finally:
+        proxy.stop()
+
+
+async def _nothing(payload: Item) -> None:
+    pass
 
 
 async def test_a_retry_keeps_its_band(make_app) -> None:  # type: ignore[no-untyped-def]

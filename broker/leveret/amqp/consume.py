@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from enum import Enum
+from typing import Any
 
 import aiormq
 import pamqp.frame
@@ -24,6 +25,21 @@ from pamqp.commands import Basic
 from leveret.amqp import compat
 
 log = logging.getLogger(__name__)
+
+#: What an RPC on a consumer's channel raises when the channel or connection is going
+#: away (aiormq refuses calls on a channel it is closing with a ``RuntimeError``).
+CHANNEL_GONE: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    TimeoutError,
+    ConnectionError,
+)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Take the outcome of a call nobody waits for any more, so none goes unreported."""
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("a call nobody waited for failed: %s", future.exception())
 
 
 class Settle(Enum):
@@ -180,7 +196,12 @@ class QueueConsumer:
         channel = self.channel
         if channel is None or channel.is_closed:
             return 0
-        ok = await channel.queue_declare(self.queue, passive=True, timeout=5)
+        # aiormq closes a channel whose RPC is cancelled or times out, and this channel
+        # holds unacknowledged deliveries: a slow answer must not cost them, so the
+        # call itself is never cancelled, only no longer waited for.
+        declare = asyncio.ensure_future(channel.queue_declare(self.queue, passive=True))
+        declare.add_done_callback(_retrieve)
+        ok = await asyncio.wait_for(asyncio.shield(declare), 5)
         return int(ok.message_count or 0)
 
     def _on_cancel(self, _frame: object) -> None:
@@ -209,7 +230,7 @@ class QueueConsumer:
             return
         try:
             await channel.basic_cancel(tag, timeout=5)
-        except (aiormq.exceptions.AMQPError, TimeoutError, ConnectionError):
+        except CHANNEL_GONE:
             log.debug("basic.cancel on %s failed", self.queue, exc_info=True)
 
     async def close(self) -> None:
@@ -220,5 +241,5 @@ class QueueConsumer:
         if channel is not None and not channel.is_closed:
             try:
                 await channel.close()
-            except (aiormq.exceptions.AMQPError, TimeoutError, ConnectionError):
+            except CHANNEL_GONE:
                 log.debug("closing the channel of %s failed", self.queue, exc_info=True)

@@ -35,8 +35,11 @@ WINDOW = 500
 IDLE = 2.0
 #: Seconds without progress, while the broker says messages are ready, before giving up.
 STALL = 30.0
-#: Seconds to wait, at most, for a quorum queue to take back what a browse held.
-RETURN_WAIT = 2.0
+#: Seconds to wait, at most, for a quorum queue to take back what a browse held, when
+#: the queue has no consumer that could have taken some meanwhile (a loaded node takes
+#: seconds), and when it has one.
+RETURN_WAIT = 15.0
+RETURN_WAIT_CONSUMED = 2.0
 
 
 async def browse(
@@ -76,14 +79,21 @@ async def until_returned(connection: Connection, queue: str, total: int) -> None
 
     Messages a closed channel held come back to a classic queue before the close
     completes, to a quorum queue a moment later; an operation started at once (a
-    replay after a listing) would count the queue short and leave some for its next
-    run.
+    replay after a listing, the next grouping scan) would count the queue short and
+    miss some. Without a consumer on the queue nothing else can take them, so a short
+    count means they are still on their way; with one, they may be gone for good.
     """
     reader = await QueueReader.open(connection)
     try:
-        deadline = asyncio.get_running_loop().time() + RETURN_WAIT
-        while asyncio.get_running_loop().time() < deadline:
-            if await reader.ready(queue) >= total:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            ready, consumers = await reader.stats(queue)
+            if ready >= total:
+                return
+            waited = loop.time() - started
+            if waited >= (RETURN_WAIT_CONSUMED if consumers else RETURN_WAIT):
+                log.debug("%s shows %d of the %d messages a browse gave back", queue, ready, total)
                 return
             await asyncio.sleep(0.01)
     except CHANNEL_ERRORS:

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-stock test-pythons test-rabbitmq4 test-quick test-random test-faults soak lint format bench bench-quick bench-dashboard clean
+.PHONY: help install demo test test-matrix test-stock test-pythons test-rabbitmq4 test-quick test-random test-faults soak lint format bench bench-quick bench-dashboard clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,20 +21,22 @@ install: $(STAMP) ## create .venv with the project and its dev tools
 demo: $(STAMP) ## run the demo workload: 2 workers, a producer, a summary
 	$(BIN)/python -m tasks.demo
 
-test: $(STAMP) ## the whole suite against a real RabbitMQ, then test-stock and test-pythons (what CI runs)
+test: $(STAMP) ## the whole suite against a real RabbitMQ, then test-matrix (what CI runs)
 	$(BIN)/pytest
-	$(MAKE) --no-print-directory test-stock
-	$(MAKE) --no-print-directory test-pythons
+	$(MAKE) --no-print-directory test-matrix
 
-test-stock: $(STAMP) ## unit and integration tests on aiormq's own frame reader (~2 min)
+test-matrix: $(STAMP) ## test-stock, test-pythons and test-rabbitmq4 side by side (~10 min)
+	RABBITMQ4_URL=$(RABBITMQ4_URL) $(BIN)/python -m tests.matrix
+
+test-stock: $(STAMP) ## unit and integration tests on aiormq's own frame reader (~8 min)
 	LEVERET_STOCK_FRAMES=1 $(BIN)/pytest tests/unit tests/integration -m "not slow" -q
 
 RABBITMQ4_URL ?= amqp://guest:guest@127.0.0.1:5682/
 
-test-rabbitmq4: $(STAMP) ## unit and integration tests against RabbitMQ 4 (sudo .ci/rabbitmq4.sh up; ~3 min)
+test-rabbitmq4: $(STAMP) ## unit and integration tests against RabbitMQ 4 (sudo .ci/rabbitmq4.sh up; ~8 min)
 	RABBITMQ_URL=$(RABBITMQ4_URL) $(BIN)/pytest tests/unit tests/integration -m "not slow" -q
 
-test-pythons: $(STAMP) ## unit tests and an integration subset on Python 3.12 and 3.13 (.venv-3.X; ~4 min each)
+test-pythons: $(STAMP) ## unit tests and an integration subset on Python 3.12 and 3.13 (.venv-3.X; ~3 min each)
 	$(BIN)/python -m tests.pythons
 
 test-quick: $(STAMP) ## the suite without the slow fault tests

@@ -35,9 +35,10 @@ LOGS = ROOT / ".pytest_cache" / "matrix"
 TARGETS = ("test-rabbitmq4", "test-stock", "test-pythons")
 RABBITMQ4_URL = "amqp://guest:guest@127.0.0.1:5682/"
 
-#: The lines of a log worth repeating in the summary: pytest's last line, and the
-#: per-version lines of ``tests.pythons``.
-SUMMARY = re.compile(r"^(=* ?\d+ (passed|failed|error).*|python \d+\.\d+: .*)$", re.MULTILINE)
+#: The lines of a log worth repeating in the summary: the per-version lines of
+#: ``tests.pythons``, else pytest's last line.
+VERSIONS = re.compile(r"^python \d+\.\d+\.\d+: (passed|failed|skipped).*$", re.MULTILINE)
+PYTEST = re.compile(r"^=* ?\d+ (passed|failed|errors?)\b.*$", re.MULTILINE)
 
 
 @dataclass
@@ -85,7 +86,9 @@ def start(target: str) -> Run:
 
 def summary(log: Path) -> str:
     text = log.read_text(errors="replace") if log.exists() else ""
-    lines = [m.group(0).strip("= ") for m in SUMMARY.finditer(text)]
+    lines = [m.group(0) for m in VERSIONS.finditer(text)] or [
+        m.group(0).strip("= ") for m in PYTEST.finditer(text)
+    ]
     return "; ".join(lines) or "(no summary line)"
 
 

@@ -18,7 +18,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from leveret.amqp.consume import CHANNEL_GONE, Process, QueueConsumer, Settle
+from leveret.amqp.channels import CHANNEL_GONE
+from leveret.amqp.consume import Process, QueueConsumer, Settle
 from leveret.amqp.types import Delivery
 
 log = logging.getLogger(__name__)

@@ -62,6 +62,7 @@ async def test_groups_by_cause_and_shows_one_letter_whole(
         assert one["letter"]["export"]["queue"] == "ops"
 
         preview = (await client.get(f"/dead-letters/groups/{key}/preview?format=json")).json()
+        assert "report" in preview, preview
         assert preview["report"]["matched"] == 30
         assert preview["report"]["dry_run"]
 

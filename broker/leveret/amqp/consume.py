@@ -14,7 +14,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Any
 
 import aiormq
 import pamqp.frame
@@ -23,23 +22,9 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
 from leveret.amqp import compat
+from leveret.amqp.channels import CHANNEL_GONE, close_quietly, retrieve
 
 log = logging.getLogger(__name__)
-
-#: What an RPC on a consumer's channel raises when the channel or connection is going
-#: away (aiormq refuses calls on a channel it is closing with a ``RuntimeError``).
-CHANNEL_GONE: tuple[type[BaseException], ...] = (
-    aiormq.exceptions.AMQPError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    TimeoutError,
-    ConnectionError,
-)
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Take the outcome of a call nobody waits for any more, so none goes unreported."""
-    if not future.cancelled() and future.exception() is not None:
-        log.debug("a call nobody waited for failed: %s", future.exception())
 
 
 class Settle(Enum):
@@ -200,7 +185,7 @@ class QueueConsumer:
         # holds unacknowledged deliveries: a slow answer must not cost them, so the
         # call itself is never cancelled, only no longer waited for.
         declare = asyncio.ensure_future(channel.queue_declare(self.queue, passive=True))
-        declare.add_done_callback(_retrieve)
+        declare.add_done_callback(retrieve)
         ok = await asyncio.wait_for(asyncio.shield(declare), 5)
         return int(ok.message_count or 0)
 
@@ -237,9 +222,5 @@ class QueueConsumer:
         """Close the channel: the broker requeues whatever is still unacknowledged."""
         if self.acker is not None:
             self.acker.flush()
-        channel = self.channel
-        if channel is not None and not channel.is_closed:
-            try:
-                await channel.close()
-            except CHANNEL_GONE:
-                log.debug("closing the channel of %s failed", self.queue, exc_info=True)
+        if self.channel is not None:
+            await close_quietly(self.channel)

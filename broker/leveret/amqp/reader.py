@@ -16,6 +16,7 @@ from typing import Any
 import aiormq
 from aiormq.abc import AbstractChannel
 
+from leveret.amqp.channels import close_quietly
 from leveret.amqp.types import Connection, Delivery
 
 log = logging.getLogger(__name__)
@@ -79,12 +80,7 @@ class QueueReader:
 
         Never raises: a channel that cannot be closed is gone already.
         """
-        if self._channel.is_closed:
-            return
-        try:
-            await self._channel.close()
-        except (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError):
-            log.debug("closing a channel failed", exc_info=True)
+        await close_quietly(self._channel)
 
 
 async def count_ready(connection: Connection, queue: str) -> int | None:

@@ -6,7 +6,7 @@ import re
 import shlex
 
 from tests.deploy import contract
-from tests.deploy.support import DEPLOY, K8S, load_all_yaml, render
+from tests.deploy.support import DEPLOY, K8S, load_all_yaml, overlay, render
 from tests.support import ROOT
 
 RUNBOOK = DEPLOY / "README.md"
@@ -82,3 +82,28 @@ def test_dlq_job_runs_a_leveret_command_as_the_workers_do() -> None:
         if var["name"] != "DLQ_QUEUE":
             assert same[var["name"]] == var, var["name"]
     assert spec["serviceAccountName"] == template["serviceAccountName"]
+
+
+def test_the_restart_after_a_config_change_reaches_every_deployment_that_reads_it() -> None:
+    """The runbook restarts by label after a ConfigMap change: every Deployment that
+    reads the ConfigMap, in every overlay (optional components included), has it."""
+    command = re.search(r"rollout restart deployment -l (\S+?)=(\S+?)`", RUNBOOK.read_text())
+    assert command, "the runbook no longer says how to restart after a ConfigMap change"
+    key, value = command.groups()
+    readers = 0
+    for name in ("dev", "prod", "prod-hpa"):
+        for doc in overlay(name):
+            if doc["kind"] != "Deployment":
+                continue
+            pod = doc["spec"]["template"]["spec"]
+            sources = [
+                e["configMapRef"]["name"]
+                for c in [*pod.get("initContainers", []), *pod["containers"]]
+                for e in c.get("envFrom", [])
+                if "configMapRef" in e
+            ]
+            if "leveret-worker-config" in sources:
+                readers += 1
+                labels = doc["metadata"].get("labels", {})
+                assert labels.get(key) == value, f"{name}: {doc['metadata']['name']} {labels}"
+    assert readers

@@ -17,6 +17,7 @@ from leveret.amqp.connection import Connector
 from leveret.amqp.topology import Overflow, QueueSpec
 from leveret.errors import ConfigError, PayloadInvalid, TaskNotFound
 from leveret.middleware import Emitter, Middleware
+from leveret.priorities import default_bands
 from leveret.retry import RetryPolicy
 from leveret.sending import RABBITMQ, TaskSender, Transport
 from leveret.settings import QueueType, Settings
@@ -75,7 +76,7 @@ class App:
         """
         queue_type = type or self.settings.queue_type
         if priority_bands is None:
-            priority_bands = self.settings.priority_bands if queue_type == "quorum" else ()
+            priority_bands = default_bands(self.settings, queue_type)
         spec = QueueSpec(
             name=name,
             type=queue_type,

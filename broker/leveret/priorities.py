@@ -14,8 +14,15 @@ import warnings
 from collections.abc import Iterable
 
 from leveret.amqp.topology import QueueSpec
+from leveret.settings import QueueType, Settings
 
 log = logging.getLogger(__name__)
+
+
+def default_bands(settings: Settings, queue_type: QueueType) -> tuple[int, ...]:
+    """The bands a queue has unless it was given its own: quorum queues take
+    ``LEVERET_PRIORITY_BANDS``, so every process of a deployment agrees on them."""
+    return tuple(settings.priority_bands) if queue_type == "quorum" else ()
 
 
 class PriorityIgnored(UserWarning):

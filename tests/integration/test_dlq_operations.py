@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -388,3 +389,38 @@ async def test_dead_letters_arriving_during_a_replay_are_left_for_later(make_app
     replays = Counter(letter.replays for letter in letters)
     assert replays == {1: 300, 0: 50}
     assert set(extra) <= {letter.id for letter in letters}
+
+
+async def test_a_replay_goes_back_to_the_priority_band_it_died_in(
+    make_app: Callable[..., App], amqp_url: str
+) -> None:
+    app = make_app()
+    app.queue("banded", type="quorum", priority_bands=(5,))
+    job = Task("jobs.banded", Job, queue="banded")
+
+    @app.handle(job)
+    async def run(payload: Job) -> None:
+        raise Permanent(f"bad input {payload.n}")
+
+    async def dead_after_sending(*priorities: int, waiting: int = 0) -> None:
+        """Send these, run a worker until they and the ``waiting`` ones are dead."""
+        worker = Worker(app, concurrency=4)
+        async with running(worker):
+            for n, priority in enumerate(priorities):
+                await app.send(job, Job(n=n), priority=priority)
+            await wait_for(lambda: dead_count(worker, len(priorities) + waiting))
+
+    names = app.sender.names
+    high, low = names.work_queue("banded.p5"), names.work_queue("banded")
+    await dead_after_sending(9, 1)
+    async with DeadLetters(app) as dead:
+        assert (await dead.replay()).moved == 2
+    assert (await queue_size(amqp_url, high), await queue_size(amqp_url, low)) == (1, 1)
+    assert [json.loads(d.body)["n"] for d in await peek(amqp_url, high)] == [0]
+
+    # Given only settings (as `leveret dlq` without an app), the bands follow from them.
+    await dead_after_sending(7, waiting=2)  # the two replayed die again beside it
+    settings = app.settings.model_copy(update={"queue_type": "quorum", "priority_bands": (5,)})
+    async with DeadLetters(settings) as dead:
+        assert (await dead.replay({"queue": "banded"})).moved == 3
+    assert (await queue_size(amqp_url, high), await queue_size(amqp_url, low)) == (2, 1)

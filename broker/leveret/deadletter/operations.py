@@ -28,7 +28,7 @@ from leveret.amqp.browse import browse
 from leveret.amqp.connection import Connector
 from leveret.amqp.publish import ConfirmPublisher
 from leveret.amqp.reader import count_ready
-from leveret.amqp.topology import Names
+from leveret.amqp.topology import Names, QueueSpec
 from leveret.amqp.types import Connection
 from leveret.app import App
 from leveret.deadletter import codec
@@ -38,6 +38,7 @@ from leveret.deadletter.letter import DeadLetter, publishable
 from leveret.deadletter.move import Mover, MoveReport, Target
 from leveret.deadletter.reports import Group, ImportReport, Report
 from leveret.errors import ConfigError, QueueNotFound
+from leveret.priorities import default_bands
 from leveret.settings import Settings
 
 Where = Filter | Mapping[str, Any] | None
@@ -59,11 +60,13 @@ class DeadLetters:
             self._connector = source.connector
             self._own_connector = False
             self._known = sorted(source.queues)
+            self._specs = dict(source.queues)
         else:
             self.settings = source if source is not None else Settings()
             self._connector = Connector(self.settings, name="leveret-dlq")
             self._own_connector = True
             self._known = []
+            self._specs = {}
         self.names = Names(self.settings.namespace)
         self.prefetch = prefetch
         self._publisher = ConfirmPublisher(self._connector, self.settings)
@@ -202,8 +205,13 @@ class DeadLetters:
         exchange = self.names.tasks_exchange
 
         def target_for(queue: str) -> Callable[[DeadLetter], Target]:
-            destination = to or queue
-            return lambda letter: (exchange, destination, letter.replay_properties(now))
+            spec = self._spec(to or queue)
+
+            def target(letter: DeadLetter) -> Target:
+                band = spec.band(int(letter.properties.priority or 0))
+                return exchange, band, letter.replay_properties(now)
+
+            return target
 
         return await self._move("replay", flt, sizes, target_for, limit, rate, on_progress)
 
@@ -287,6 +295,17 @@ class DeadLetters:
                     if on_progress is not None:
                         on_progress(part)
         return report
+
+    def _spec(self, queue: str) -> QueueSpec:
+        """How ``queue`` is set up: as the app says, else as ``App.queue`` would make it
+        from the settings (its priority bands decide where a replayed letter goes)."""
+        known = self._specs.get(queue)
+        if known is not None:
+            return known
+        queue_type = self.settings.queue_type
+        return QueueSpec(
+            name=queue, type=queue_type, priority_bands=default_bands(self.settings, queue_type)
+        )
 
     async def _require_work_queue(self, queue: str) -> None:
         if await self._queue_size(self.names.work_queue(queue)) is None:

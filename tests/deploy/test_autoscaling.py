@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
-from leveret.amqp.topology import Names
+from leveret.amqp.topology import Names, QueueSpec
 from leveret.cli.common import load_app
+from leveret.priorities import default_bands
+from leveret.settings import Settings
 from tests.deploy.support import (
     Doc,
     environment,
@@ -32,10 +35,25 @@ def test_every_worker_group_has_one_scaled_object_on_its_queue() -> None:
         queues = str(env["LEVERET_QUEUES"]).split(",")
         triggers = scaled[deployment["metadata"]["name"]]["spec"]["triggers"]
         assert len(triggers) == len(queues), "one trigger per queue of the group"
+        settings = Settings.model_validate(
+            {k: env[f"LEVERET_{k.upper()}"] for k in ("queue_type", "priority_bands")}
+        )
         for trigger, queue in zip(triggers, queues, strict=True):
             assert queue in app.queues, f"{queue} is not a queue of {env['LEVERET_APP']}"
             assert trigger["type"] == "rabbitmq"
-            assert trigger["metadata"]["queueName"] == names.work_queue(queue)
+            # Every priority band of the queue, summed (the management API matches the
+            # pattern anywhere in a name, as re.search does), and no other queue.
+            metadata = trigger["metadata"]
+            assert (metadata["useRegex"], metadata.get("operation", "sum")) == ("true", "sum")
+            kind = settings.queue_type
+            bands = QueueSpec(queue, type=kind, priority_bands=default_bands(settings, kind)).bands
+            assert len(bands) > 1
+            others = [names.dead_queue(queue), names.work_queue(f"{queue}x")]
+            others += [names.work_queue(q) for q in app.queues if q != queue]
+            for name in [names.work_queue(b) for b in bands]:
+                assert re.search(metadata["queueName"], name), name
+            for name in others:
+                assert not re.search(metadata["queueName"], name), name
 
 
 def test_scaling_targets_and_bounds() -> None:

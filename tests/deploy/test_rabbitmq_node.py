@@ -224,15 +224,39 @@ async def test_worker_user_declares_and_sends_through_the_delay_ladder(
         assert info["arguments"]["x-queue-type"] == "quorum"
 
 
+def keda_queues(node: PluginNode, vhost: str, pattern: str) -> list[dict[str, Any]]:
+    """The queues a trigger with ``useRegex`` sums, asked for exactly as KEDA asks."""
+    url = (
+        f"http://127.0.0.1:{node.management_port}/api/queues/"
+        f"{urllib.parse.quote(vhost, safe='')}?page=1&use_regex=true&pagination=false"
+        f"&name={urllib.parse.quote_plus(pattern)}&page_size=100"
+    )
+    status, body = http(url, "leveret-keda", PASSWORDS["leveret-keda"])
+    assert status == 200, body
+    found: list[dict[str, Any]] = json.loads(body)
+    return found
+
+
 async def test_keda_user_reads_queue_lengths_but_cannot_publish(
     plugin_node: PluginNode, prod: list[Doc], declared: None
 ) -> None:
     vhost = one(prod, "Vhost")["spec"]["name"]
+    app = worker_app(plugin_node, prod)
+    names = Names(app.settings.namespace)
     for scaled in of_kind(prod, "ScaledObject"):
         for trigger in scaled["spec"]["triggers"]:
-            status, info = management_queue(plugin_node, vhost, trigger["metadata"]["queueName"])
-            assert status == 200, info
-            assert {"messages", "messages_ready", "messages_unacknowledged"} <= set(info)
+            assert trigger["metadata"]["useRegex"] == "true"
+            found = keda_queues(plugin_node, vhost, trigger["metadata"]["queueName"])
+            bands = {
+                names.work_queue(band)
+                for queue in app.queues.values()
+                for band in queue.bands
+                if names.work_queue(queue.name) in {q["name"] for q in found}
+            }
+            assert len(bands) > 1, "the kit's queues have priority bands"
+            assert {q["name"] for q in found} == bands  # every band, and nothing else
+            for info in found:
+                assert {"messages", "messages_ready", "messages_unacknowledged"} <= set(info)
     url = f"http://127.0.0.1:{plugin_node.management_port}/api/vhosts"
     visible = json.loads(http(url, "leveret-keda", PASSWORDS["leveret-keda"])[1])
     assert [v["name"] for v in visible] == [vhost]

@@ -43,7 +43,7 @@ def scenario_app() -> App:
     app.state = {"order": order}  # type: ignore[attr-defined]
 
     @app.task(
-        name="kit.flaky", queue=QUEUE, retry=RetryPolicy(max_attempts=5, base=0.2, jitter="none")
+        name="kit.flaky", queue=QUEUE, retry=RetryPolicy(max_attempts=5, base=1.0, jitter="none")
     )
     async def flaky(args: Flaky, ctx: TaskContext) -> None:
         seen = attempts[ctx.task_id] = attempts.get(ctx.task_id, 0) + 1
@@ -119,7 +119,11 @@ def _task(h: Harness, name: str) -> Any:
 
 
 async def retry_backoff(h: Harness) -> Result:
-    """Fails twice, then succeeds: backoff 0.2 s, then 0.4 s, through the delay levels."""
+    """Fails twice, then succeeds: backoff 1 s, then 2 s, through the delay levels.
+
+    On RabbitMQ, ``run_until_idle`` calls the worker idle after a few quiet looks
+    (0.15 s and up); a shorter first backoff can bring the retry back before that, and
+    the second attempt would run inside it (it did, once, on a loaded machine)."""
     await h.send(_task(h, "kit.flaky"), Flaky(failures=2))
     await h.run_until_idle()
     assert h.outcomes() == ["retried"]

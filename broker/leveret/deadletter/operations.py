@@ -59,13 +59,11 @@ class DeadLetters:
             self.settings = source.settings
             self._connector = source.connector
             self._own_connector = False
-            self._known = sorted(source.queues)
-            self._specs = dict(source.queues)
+            self._specs: dict[str, QueueSpec] = dict(source.queues)
         else:
             self.settings = source if source is not None else Settings()
             self._connector = Connector(self.settings, name="leveret-dlq")
             self._own_connector = True
-            self._known = []
             self._specs = {}
         self.names = Names(self.settings.namespace)
         self.prefetch = prefetch
@@ -90,13 +88,13 @@ class DeadLetters:
         chosen = Filter.coerce(where).queues
         if chosen:
             return list(dict.fromkeys(chosen))
-        if not self._known:
+        if not self._specs:
             raise ConfigError(
                 "which dead-letter queues? Name them (--queue emails, or "
                 "Filter.of(queue='emails')), or pass the app (--app module:app) whose "
                 "queues to use."
             )
-        return list(self._known)
+        return sorted(self._specs)
 
     async def _connection(self) -> Connection:
         return await self._connector.get()
